@@ -1,0 +1,34 @@
+"""The shared resources of a server process: settings, the database and the artifact store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from llmops_services.artifacts import ArtifactStore
+from llmops_services.db.database import Database
+from llmops_services.settings import Settings
+
+log = logging.getLogger("llmops.platform")
+
+
+@dataclass
+class Platform:
+    """What every service of one process shares."""
+
+    settings: Settings
+    db: Database
+    store: ArtifactStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Platform:
+        """Creates the data dir, migrates the database and opens the store."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        db.migrate()
+        store = ArtifactStore(settings.resolved_artifacts_url)
+        return cls(settings=settings, db=db, store=store)
+
+    def close(self) -> None:
+        """Releases database connections."""
+        self.db.close()

@@ -1,0 +1,1 @@
+"""Metadata in SQL: the source of truth for every resource and job."""

@@ -1,0 +1,159 @@
+"""SQLAlchemy tables of the metadata database. Alembic migrations must match these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Timestamps are stored in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all tables."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class PromptTemplateRow(Base):
+    """One version of a prompt template; versions are immutable."""
+
+    __tablename__ = "prompt_templates"
+
+    template_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    task: Mapped[str] = mapped_column(String(63), default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetRow(Base):
+    """A validated dataset; its bytes live in the artifact store under their sha256."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("sha256", "kind", name="uq_datasets_sha256_kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    approx_tokens: Mapped[int] = mapped_column(BigInteger)
+    task_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    uri: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ModelRow(Base):
+    """A registered model: base, adapter or merged, with where it came from."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_models_name_version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    uri: Mapped[str] = mapped_column(Text)
+    base_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
+    parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
+    teacher_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
+    dataset_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    dataset_sha256: Mapped[str] = mapped_column(String(64), default="")
+    method: Mapped[str] = mapped_column(String(16), default="")
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    training_job_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    template_id: Mapped[str] = mapped_column(String(63), default="")
+    template_version: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    architecture: Mapped[str] = mapped_column(String(128), default="")
+    tokenizer_sha256: Mapped[str] = mapped_column(String(64), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ModelAliasRow(Base):
+    """`model_name@alias` points at one model."""
+
+    __tablename__ = "model_aliases"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(63), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AliasMoveRow(Base):
+    """One move of an alias, kept for history and rollback."""
+
+    __tablename__ = "alias_moves"
+    __table_args__ = (Index("ix_alias_moves_name_alias", "model_name", "alias", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    alias: Mapped[str] = mapped_column(String(63))
+    from_model: Mapped[str] = mapped_column(String(32), default="")
+    to_model: Mapped[str] = mapped_column(String(32), default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    eval_run: Mapped[str] = mapped_column(String(32), default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its sha256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    revoke_time: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobRow(Base):
+    """A training job or eval run. Only what the registry needs to know today lives here:
+    which datasets and models a job that has not ended still uses."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    validation_dataset_id: Mapped[str] = mapped_column(String(32), default="")
+    model_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    teacher_model_id: Mapped[str] = mapped_column(String(32), default="")
+    progress_fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,0 +1,171 @@
+"""Domain errors and the one place that turns them into gRPC statuses with `google.rpc` details.
+
+Handlers raise these; the call interceptor converts them. Anything else that escapes a handler
+is a bug and leaves as INTERNAL without its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "llmops.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, named by its path (`model.uri`, `rows[3].prompt`)."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    """One unmet precondition: what kind, about which subject, and why."""
+
+    type: str
+    subject: str
+    description: str
+
+
+@dataclass(eq=False)
+class ServiceError(Exception):
+    """Base of the errors a handler may raise on purpose."""
+
+    message: str
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def details(self) -> list[any_pb2.Any]:
+        """The `google.rpc` detail messages this error carries."""
+        if not self.reason:
+            return []
+        return [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN))]
+
+
+@dataclass(eq=False)
+class InvalidArgument(ServiceError):
+    """The request is malformed; `violations` name each bad field."""
+
+    violations: Sequence[FieldViolation] = field(default_factory=list)
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+
+    def details(self) -> list[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        return [*super().details(), _pack(bad)]
+
+
+@dataclass(eq=False)
+class NotFound(ServiceError):
+    """A referenced resource does not exist."""
+
+    resource_type: str = ""
+    resource_name: str = ""
+    code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ResourceInfo(
+            resource_type=self.resource_type, resource_name=self.resource_name
+        )
+        return [*super().details(), _pack(info)]
+
+
+@dataclass(eq=False)
+class AlreadyExists(ServiceError):
+    """A resource with that identity exists already."""
+
+    resource_type: str = ""
+    resource_name: str = ""
+    code: grpc.StatusCode = grpc.StatusCode.ALREADY_EXISTS
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ResourceInfo(
+            resource_type=self.resource_type, resource_name=self.resource_name
+        )
+        return [*super().details(), _pack(info)]
+
+
+@dataclass(eq=False)
+class FailedPrecondition(ServiceError):
+    """The system is not in a state that allows the call (a dependency, a gate, a state)."""
+
+    violations: Sequence[PreconditionViolation] = field(default_factory=list)
+    code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> list[any_pb2.Any]:
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=v.type, subject=v.subject, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        return [*super().details(), _pack(failure)]
+
+
+@dataclass(eq=False)
+class Unauthenticated(ServiceError):
+    """No valid API key came with a call that needs one."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass(eq=False)
+class PermissionDenied(ServiceError):
+    """The caller's role does not allow the call."""
+
+    code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED
+
+
+@dataclass(eq=False)
+class Unimplemented(ServiceError):
+    """The RPC is part of the contract but not served by this release."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNIMPLEMENTED
+
+
+@dataclass(eq=False)
+class ResourceExhausted(ServiceError):
+    """A size or count limit was hit."""
+
+    code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: ServiceError, request_id: str = "") -> grpc.Status:
+    """The gRPC status, with rich details in `grpc-status-details-bin`, for a domain error."""
+    details = error.details()
+    if request_id:
+        details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
+    proto = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(proto)
+
+
+def internal_status(request_id: str) -> grpc.Status:
+    """The status for a bug: a fixed message that points at the server log, never a traceback."""
+    message = f"internal error; the server log has the details under request_id {request_id}"
+    details = [_pack(error_details_pb2.RequestInfo(request_id=request_id))]
+    proto = status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=details)
+    return rpc_status.to_status(proto)

@@ -1,0 +1,1 @@
+"""What every service process shares: the server, its interceptors, logs, metrics and traces."""

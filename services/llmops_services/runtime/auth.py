@@ -1,0 +1,160 @@
+"""API keys with roles. Keys are random 256-bit secrets, so a plain sha256 is a safe way to store
+them (no password stretching needed); the secret itself is shown once, at creation.
+
+Auth is on whenever an unrevoked key exists. Health and reflection stay open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from llmops_services.db.database import Database
+from llmops_services.db.tables import ApiKeyRow, utcnow
+from llmops_services.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from llmops_services.runtime.context import ANONYMOUS, Principal
+
+ROLES = ("reader", "writer", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+_READ_VERBS = ("Get", "List", "Watch", "Validate", "Compare", "Generate", "StreamGenerate")
+KEY_PREFIX = "llmops_"
+
+
+def required_role(method: str) -> str:
+    """The least role an RPC needs: reads and generation need `reader`, every change `writer`.
+
+    `method` is the full name, `/llmops.v1.RegistryService/GetModel`.
+    """
+    name = method.rsplit("/", 1)[-1]
+    return "reader" if name.startswith(_READ_VERBS) else "writer"
+
+
+def has_role(principal: Principal, role: str) -> bool:
+    """Whether the principal's role is at least `role`."""
+    return _RANK[principal.role] >= _RANK[role]
+
+
+def hash_key(key: str) -> str:
+    """How keys are stored and looked up."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: `secret` is the bearer token, shown once."""
+
+    key_id: str
+    role: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A stored key, without its secret."""
+
+    key_id: str
+    role: str
+    description: str
+    create_time: str
+    revoked: bool
+
+
+def create_key(db: Database, role: str, description: str = "") -> CreatedKey:
+    """Creates a key with a role and returns its secret."""
+    if role not in _RANK:
+        raise InvalidArgument(
+            f"unknown role {role!r}",
+            violations=[FieldViolation("role", f"must be one of {', '.join(ROLES)}")],
+        )
+    key_id = "key-" + secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    row = ApiKeyRow(id=key_id, key_sha256=hash_key(secret), role=role, description=description)
+    db.run_sync(lambda session: session.add(row))
+    return CreatedKey(key_id=key_id, role=role, secret=secret)
+
+
+def list_keys(db: Database) -> list[KeyInfo]:
+    """Every key, oldest first."""
+
+    def work(session: Session) -> list[KeyInfo]:
+        rows = session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.create_time)).all()
+        return [
+            KeyInfo(
+                r.id, r.role, r.description, r.create_time.isoformat(), r.revoke_time is not None
+            )
+            for r in rows
+        ]
+
+    return db.run_sync(work)
+
+
+def revoke_key(db: Database, key_id: str) -> None:
+    """Revokes a key; calls with it fail from the next cache refresh on."""
+
+    def work(session: Session) -> None:
+        row = session.get(ApiKeyRow, key_id)
+        if row is None:
+            raise NotFound(
+                f"API key {key_id} not found", resource_type="api_key", resource_name=key_id
+            )
+        row.revoke_time = row.revoke_time or utcnow()
+
+    db.run_sync(work)
+
+
+class ApiKeyCache:
+    """Active keys by hash, re-read from the database at most every `ttl` seconds."""
+
+    def __init__(self, db: Database, ttl: float) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._keys: dict[str, Principal] = {}
+        self._loaded_at = float("-inf")
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._loaded_at < self._ttl:
+            return
+
+        def work(session: Session) -> dict[str, Principal]:
+            rows = session.execute(
+                select(ApiKeyRow.key_sha256, ApiKeyRow.id, ApiKeyRow.role).where(
+                    ApiKeyRow.revoke_time.is_(None)
+                )
+            ).all()
+            return {digest: Principal(key_id, role) for digest, key_id, role in rows}
+
+        self._keys = await self._db.run(work)
+        self._loaded_at = now
+
+    async def authenticate(self, authorization: str | None, method: str) -> Principal:
+        """The caller of `method` given its `authorization` header, or an error saying why not."""
+        await self._refresh()
+        if not self._keys:
+            return ANONYMOUS
+        if not authorization:
+            raise Unauthenticated("missing API key: send `authorization: Bearer <key>`")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("malformed authorization header: expected `Bearer <key>`")
+        principal = self._keys.get(hash_key(token.strip()))
+        if principal is None:
+            raise Unauthenticated("invalid or revoked API key")
+        needed = required_role(method)
+        if not has_role(principal, needed):
+            raise PermissionDenied(
+                f"API key {principal.key_id} has role {principal.role}; "
+                f"{method.rsplit('/', 1)[-1]} needs {needed}"
+            )
+        return principal

@@ -1,0 +1,80 @@
+"""The one settings object of every server process, read from `LLMOPS_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server-side configuration; each field is `LLMOPS_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("artifacts"),
+        description="Where the embedded default keeps its database and artifacts.",
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file under the data dir."
+    )
+    artifacts_url: str = Field(
+        "",
+        description="Artifact store directory or fsspec URL; empty means <data_dir>/store.",
+    )
+    redis_url: str = Field("", description="Redis for the job queues; empty starts a private one.")
+    otlp_endpoint: str = Field(
+        "", description="OTLP/gRPC endpoint for traces; empty exports nothing."
+    )
+    service_name: str = Field("llmops", description="service.name of traces and logs.")
+
+    grpc_host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int = Field(9464, ge=-1, le=65535, description="Prometheus port; 0 free, -1 off.")
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
+    )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted (uploads stream)."
+    )
+    log_level: str = Field("INFO", description="Log level of the JSON logs.")
+
+    auth_cache_seconds: float = Field(
+        2.0, ge=0, description="How long API keys are cached before the database is read again."
+    )
+
+    max_dataset_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest dataset upload.")
+    max_dataset_rows: int = Field(1_000_000, ge=1, description="Most rows in a dataset.")
+    max_dataset_line_bytes: int = Field(1024 * 1024, ge=16, description="Longest dataset line.")
+    max_dataset_problems: int = Field(
+        20, ge=1, le=1000, description="How many bad lines a refused upload lists."
+    )
+
+    seed_sample_data: bool = Field(
+        True, description="Register the bundled templates and demo datasets on start."
+    )
+    config_dir: Path = Field(
+        Path(__file__).resolve().parents[2] / "config",
+        description="Where prompt_templates.json and the bundled datasets live.",
+    )
+    protected_aliases: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="Aliases that only a model with a passing gated eval run may take.",
+    )
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'llmops.db').resolve()}"
+
+    @cached_property
+    def resolved_artifacts_url(self) -> str:
+        """The artifact store location, defaulting to a directory in the data dir."""
+        if self.artifacts_url:
+            return self.artifacts_url
+        return str((self.data_dir / "store").resolve())
