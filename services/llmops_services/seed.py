@@ -13,6 +13,7 @@ from llmops_services.artifacts import sha256_file
 from llmops_services.context import Platform
 from llmops_services.db.tables import DatasetRow
 from llmops_services.registry import datasets, templates
+from llmops_services.registry.dataset_rules import DatasetLimits
 from llmops_services.sample_data import SAMPLE_DATASETS
 
 log = logging.getLogger("llmops.seed")
@@ -42,7 +43,8 @@ def _seed_dataset(platform: Platform, path: Path, name: str, kind: str, descript
     with tempfile.TemporaryDirectory(dir=spool) as scratch:
         copy = Path(scratch) / path.name
         shutil.copyfile(path, copy)
-        stats = datasets.validate_file(copy, kind, datasets.limits_of(settings))  # type: ignore[arg-type]
+        # Bundled data is checked against the default limits: operator limits are for uploads.
+        stats = datasets.validate_file(copy, kind, DatasetLimits())  # type: ignore[arg-type]
         upload = datasets.ReceivedUpload(
             name=name,
             kind=kind,  # type: ignore[arg-type]

@@ -75,7 +75,31 @@ def _kind_name(kind: int) -> DatasetKind:
 async def receive_upload(
     requests: AsyncIterator[pb.UploadDatasetRequest], spool_dir: Path, max_bytes: int
 ) -> ReceivedUpload:
-    """Reads the upload stream to a temporary file; the caller removes it."""
+    """Reads the upload stream to a temporary file; the caller removes it.
+
+    A refusal is raised only once the client has sent the rest of its stream (up to `max_bytes`
+    more): a grpc.aio client whose write fails because the call already ended reports INTERNAL
+    instead of the server's status (https://github.com/grpc/grpc/issues/36066).
+    """
+    try:
+        return await _spool_upload(requests, spool_dir, max_bytes)
+    except InvalidArgument:
+        await _discard(requests, max_bytes)
+        raise
+
+
+async def _discard(requests: AsyncIterator[pb.UploadDatasetRequest], max_bytes: int) -> None:
+    """Reads and drops what remains of an upload stream, up to `max_bytes` of it."""
+    seen = 0
+    async for message in requests:
+        seen += message.ByteSize()
+        if seen > max_bytes:
+            return
+
+
+async def _spool_upload(
+    requests: AsyncIterator[pb.UploadDatasetRequest], spool_dir: Path, max_bytes: int
+) -> ReceivedUpload:
     first = await anext(aiter(requests), None)
     if first is None or first.WhichOneof("payload") != "metadata":
         raise InvalidArgument(
@@ -124,16 +148,21 @@ def validate_file(path: Path, kind: DatasetKind, limits: DatasetLimits) -> Datas
         return validate_jsonl(_lines(path), kind, limits)
     except DatasetInvalid as invalid:
         violations = [
-            FieldViolation(f"lines[{p.line}]" + (f".{p.field}" if p.field else ""), p.reason)
-            for p in invalid.problems
+            FieldViolation(_problem_field(p.line, p.field), p.reason) for p in invalid.problems
         ]
-        listed = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
-        more = " (only the first ones are listed)" if invalid.truncated else ""
+        more = f"more than {len(violations)}" if invalid.truncated else str(len(violations))
         raise InvalidArgument(
-            f"dataset refused: {len(violations)} problem(s){more}: {listed}",
+            f"dataset refused: {more} problem(s) in its rows, each named in the field violations",
             violations=violations,
             reason="DATASET_INVALID",
         ) from invalid
+
+
+def _problem_field(line: int, field: str) -> str:
+    """`lines[3].prompt` for a row's field, `lines[3]` for a whole line, `file` for the file."""
+    if line <= 0:
+        return "file"
+    return f"lines[{line}]" + (f".{field}" if field else "")
 
 
 def find_dataset(session: Session, ref: str) -> DatasetRow:
@@ -162,15 +191,21 @@ def store_dataset(
     if found is not None:
         return found, True
     name = upload.name or f"{upload.kind}-{upload.sha256[:12]}"
-    uri, _ = store.put_content_addressed(upload.path, "datasets", ".jsonl")
 
-    def insert(session: Session) -> DatasetRow:
-        if session.scalars(select(DatasetRow).where(DatasetRow.name == name)).first():
+    def check_name_free(session: Session) -> None:
+        if session.scalars(select(DatasetRow.id).where(DatasetRow.name == name)).first():
             raise AlreadyExists(
                 f"a different dataset is already named {name!r}",
                 resource_type="dataset",
                 resource_name=name,
             )
+
+    # Checked before the bytes reach the store too, so that a refusal leaves no file behind.
+    db.run_sync(check_name_free)
+    uri, _ = store.put_content_addressed(upload.path, "datasets", ".jsonl")
+
+    def insert(session: Session) -> DatasetRow:
+        check_name_free(session)
         row = DatasetRow(
             id=new_id("ds"),
             name=name,
@@ -192,6 +227,7 @@ def store_dataset(
     except IntegrityError:
         raced = db.run_sync(existing)
         if raced is None:
+            db.run_sync(check_name_free)  # a concurrent upload took the name: ALREADY_EXISTS
             raise
         return raced, True
 

@@ -201,8 +201,12 @@ def list_models(
     return list(session.scalars(query.offset(page.offset).limit(page.limit + 1)).all())
 
 
-def delete_model(session: Session, ref: str) -> ModelRow:
-    """Deletes a model unless an alias, another model or an unfinished job depends on it."""
+def delete_model(session: Session, ref: str) -> str:
+    """Deletes a model unless an alias, another model or an unfinished job depends on it.
+
+    Returns the artifact-store URI whose files go with it: "" when its files are not in the store
+    or when another model's files are, or lie inside, or enclose them.
+    """
     row = find_model(session, ref)
     blockers: list[PreconditionViolation] = []
     for pointer in session.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id == row.id)):
@@ -237,7 +241,27 @@ def delete_model(session: Session, ref: str) -> ModelRow:
             violations=blockers,
         )
     session.delete(row)
-    return row
+    return _own_store_uri(session, row)
+
+
+def _own_store_uri(session: Session, row: ModelRow) -> str:
+    """The model's store URI if no other model's files are there, inside it or around it."""
+    if not row.uri.startswith(STORE_SCHEME):
+        return ""
+    parts = row.uri[len(STORE_SCHEME) :].split("/")
+    enclosing = [STORE_SCHEME + "/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    overlapping = session.scalars(
+        select(ModelRow.id)
+        .where(
+            ModelRow.id != row.id,
+            or_(
+                ModelRow.uri.in_(enclosing),
+                ModelRow.uri.startswith(row.uri + "/", autoescape=True),
+            ),
+        )
+        .limit(1)
+    ).first()
+    return "" if overlapping else row.uri
 
 
 def set_alias(

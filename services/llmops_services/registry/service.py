@@ -208,9 +208,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self, request: pb.DeleteModelRequest, context: Context
     ) -> empty_pb2.Empty:
         require("model", request.model)
-        row = await self.db.run(lambda s: models.delete_model(s, request.model))
-        if row.uri.startswith("store://"):
-            self.platform.store.delete(row.uri)
+        uri = await self.db.run(lambda s: models.delete_model(s, request.model))
+        if uri:
+            self.platform.store.delete(uri)
         return empty_pb2.Empty()
 
     async def SetModelAlias(

@@ -79,6 +79,8 @@ def create_version(
 ) -> PromptTemplateRow:
     """Stores the next version of a template (version 1 for a new id)."""
     check_slug("prompt_template.template_id", template_id)
+    if task:
+        check_slug("prompt_template.task", task)
     check_template_text("prompt_template.template", template)
     current = session.scalar(
         select(func.max(PromptTemplateRow.version)).where(

@@ -15,6 +15,8 @@ from llmops_services.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# Offsets past this are forged: no list is that long, and databases refuse bigger integers.
+MAX_OFFSET = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,14 @@ def page_of(
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         offset = int(payload["o"])
         token_fingerprint = str(payload["f"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ValueError(f"offset {offset} out of range")
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidArgument(
             "page_token is not a token this server issued",
             violations=[FieldViolation("page_token", "malformed page token")],
         ) from exc
-    if token_fingerprint != fingerprint or offset < 0:
+    if token_fingerprint != fingerprint:
         raise InvalidArgument(
             "page_token belongs to a request with other filters",
             violations=[FieldViolation("page_token", "filters changed since the token was issued")],

@@ -1,9 +1,151 @@
-"""CLI commands that run the platform itself (serve, up, keys); they need the server package."""
+"""CLI commands that run the platform itself (serve, up, keys). They need the server package
+(`llmops-platform`); the client alone does not install it, so it is imported only when used."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from llmops_services.settings import Settings
+
+SERVICES = ("registry", "training", "eval", "inference")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default $LLMOPS_DATA_DIR or ./artifacts)."),
+]
+GrpcPort = Annotated[int | None, typer.Option("--grpc-port", help="gRPC port; 0 picks a free one.")]
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one, -1 none.")
+]
+Output = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        from llmops_services.settings import Settings
+    except ImportError:  # pragma: no cover - only without the server package
+        typer.echo(
+            "error: this command needs the server package: pip install llmops-platform", err=True
+        )
+        raise typer.Exit(1) from None
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)
+
+
+def _serve(settings: Settings, services: list[str]) -> None:
+    from llmops_services.app import serve
+
+    asyncio.run(serve(settings, services))
+
+
+def serve_command(
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services to host (default: all four).")
+    ] = None,
+    grpc_port: GrpcPort = None,
+    metrics_port: MetricsPort = None,
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to bind.")] = None,
+) -> None:
+    """Run some or all of the gRPC services in the foreground until Ctrl-C or SIGTERM."""
+    chosen = services or list(SERVICES)
+    unknown = [s for s in chosen if s not in SERVICES]
+    if unknown:
+        typer.echo(
+            f"error: unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings = _settings(
+        grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir, grpc_host=host
+    )
+    _serve(settings, chosen)
+
+
+def up_command(
+    grpc_port: GrpcPort = None,
+    metrics_port: MetricsPort = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the whole stack with the embedded defaults (SQLite, local store) in the foreground."""
+    settings = _settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir)
+    _serve(settings, list(SERVICES))
+
+
+keys_app = typer.Typer(
+    help="API keys (stored hashed in the server's database).", no_args_is_help=True
+)
+
+
+def _database(data_dir: Path | None) -> Any:
+    from llmops_services.db.database import Database
+
+    settings = _settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    return db
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="reader, writer or admin")],
+    description: Annotated[str, typer.Option("--description", help="What the key is for.")] = "",
+    data_dir: DataDir = None,
+    output: Output = "table",
+) -> None:
+    """Create a key; its secret is printed once and cannot be shown again."""
+    from llmops_services.errors import ServiceError
+    from llmops_services.runtime.auth import create_key
+
+    try:
+        created = create_key(_database(data_dir), role, description)
+    except ServiceError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    if output == "json":
+        typer.echo(json.dumps({"id": created.key_id, "role": created.role, "key": created.secret}))
+        return
+    typer.echo(f"id      {created.key_id}\nrole    {created.role}\nkey     {created.secret}")
+    typer.echo("Keep the key: it is not stored and cannot be shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None, output: Output = "table") -> None:
+    """List keys (never their secrets)."""
+    from llmops_services.runtime.auth import list_keys
+
+    keys = list_keys(_database(data_dir))
+    if output == "json":
+        typer.echo(json.dumps([vars(k) for k in keys], indent=2))
+        return
+    for key in keys:
+        state = "revoked" if key.revoked else "active"
+        typer.echo(f"{key.key_id}\t{key.role}\t{state}\t{key.create_time}\t{key.description}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+    """Revoke a key; calls with it are refused from the next cache refresh on."""
+    from llmops_services.errors import ServiceError
+    from llmops_services.runtime.auth import revoke_key
+
+    try:
+        revoke_key(_database(data_dir), key_id)
+    except ServiceError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"revoked {key_id}")
 
 
 def register(app: typer.Typer) -> None:
-    """Adds the server-side command groups to the CLI."""
+    """Adds the server-side commands to the CLI."""
+    app.command("serve")(serve_command)
+    app.command("up")(up_command)
+    app.add_typer(keys_app, name="keys")

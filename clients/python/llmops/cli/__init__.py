@@ -1,0 +1,1 @@
+"""The `llmops` command line, on the SDK: `llmops.cli.main:app`."""
