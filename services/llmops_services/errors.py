@@ -72,12 +72,11 @@ class InvalidArgument(ServiceError):
 
 
 @dataclass(eq=False)
-class NotFound(ServiceError):
-    """A referenced resource does not exist."""
+class _ResourceError(ServiceError):
+    """An error about one resource, named in a `ResourceInfo` detail."""
 
     resource_type: str = ""
     resource_name: str = ""
-    code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
 
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ResourceInfo(
@@ -87,18 +86,17 @@ class NotFound(ServiceError):
 
 
 @dataclass(eq=False)
-class AlreadyExists(ServiceError):
+class NotFound(_ResourceError):
+    """A referenced resource does not exist."""
+
+    code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
+
+
+@dataclass(eq=False)
+class AlreadyExists(_ResourceError):
     """A resource with that identity exists already."""
 
-    resource_type: str = ""
-    resource_name: str = ""
     code: grpc.StatusCode = grpc.StatusCode.ALREADY_EXISTS
-
-    def details(self) -> list[any_pb2.Any]:
-        info = error_details_pb2.ResourceInfo(
-            resource_type=self.resource_type, resource_name=self.resource_name
-        )
-        return [*super().details(), _pack(info)]
 
 
 @dataclass(eq=False)

@@ -186,10 +186,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty:
     if _is_tty():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(*headers, header_style="bold", box=None, pad_edge=False)
         for row in cells:
-            table.add_row(*row)
+            # Text, not str: cells hold user text (reasons, descriptions) that rich must not
+            # read as markup, which would drop "[bold]" and fail on "[/]".
+            table.add_row(*(Text(value) for value in row))
         Console(highlight=False).print(table)
         return
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
