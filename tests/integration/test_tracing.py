@@ -44,7 +44,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 def test_spans_are_exported_with_the_callers_trace_id(tmp_path: Path) -> None:
     collector = Collector()
     receiver = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)  # type: ignore[no-untyped-call]
     port = receiver.add_insecure_port("127.0.0.1:0")
     receiver.start()
     env = {**os.environ, "LLMOPS_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}

@@ -1,4 +1,4 @@
-"""The artifact store keeps every key inside its root, stores content once, and works over fsspec."""
+"""The artifact store keeps keys inside its root, stores content once, works over fsspec."""
 
 from __future__ import annotations
 
