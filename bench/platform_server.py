@@ -1,6 +1,7 @@
 """Runs the real platform server for the benchmark, exactly as production does: `app.serve`.
 
-Settings come from the `LLMOPS_*` environment like any server process; every interceptor is on.
+Settings come from the `LLMOPS_*` environment like any server process; every per-call concern
+(request id, auth, log line, metrics) is on.
 `serve` prints `gRPC     127.0.0.1:PORT  (...)` once it listens; SIGTERM stops it.
 
 Usage: python bench/platform_server.py [--api-key ROLE] [--profile OUT.prof]

@@ -2,7 +2,7 @@
 
 Starts, each in its own process, the echo server (bench/echo_server.py: no interceptors, no
 database, the ceiling of Python gRPC on this machine) and the real platform server
-(bench/platform_server.py: `app.serve` with every interceptor on) in a few configurations, then
+(bench/platform_server.py: `app.serve` with every per-call concern on) in a few configurations, then
 drives each with `ghz` at every concurrency, several times, interleaved, and prints the medians as
 a markdown table: QPS, p50/p99 latency, the ratio to the echo server's QPS at the same
 concurrency, and the server's CPU time per call.
@@ -66,7 +66,7 @@ VARIANTS = {
     ),
     "platform": Variant(
         "platform",
-        "app.serve, all interceptors, JSON log line per call at INFO (production configuration)",
+        "app.serve, request id, auth, metrics, JSON log line per call at INFO (production default)",
         ("bench/platform_server.py",),
     ),
     "platform-warning": Variant(

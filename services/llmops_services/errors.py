@@ -6,6 +6,7 @@ is a bug and leaves as INTERNAL without its traceback.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "llmops.dev"
+REQUEST_ID_KEY = "x-request-id"
 
 
 @dataclass(frozen=True)
@@ -152,18 +154,30 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+):
+    """A status with extra trailing metadata (the request id) beside the rich details."""
+
+
+def _with_request_id(proto: status_pb2.Status, request_id: str) -> grpc.Status:
+    if request_id:
+        proto.details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
+    status = rpc_status.to_status(proto)
+    extra = ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    return _Status(status.code, status.details, (*status.trailing_metadata, *extra))
+
+
 def to_status(error: ServiceError, request_id: str = "") -> grpc.Status:
     """The gRPC status, with rich details in `grpc-status-details-bin`, for a domain error."""
-    details = error.details()
-    if request_id:
-        details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
-    proto = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    return rpc_status.to_status(proto)
+    proto = status_pb2.Status(
+        code=error.code.value[0], message=error.message, details=error.details()
+    )
+    return _with_request_id(proto, request_id)
 
 
 def internal_status(request_id: str) -> grpc.Status:
     """The status for a bug: a fixed message that points at the server log, never a traceback."""
     message = f"internal error; the server log has the details under request_id {request_id}"
-    details = [_pack(error_details_pb2.RequestInfo(request_id=request_id))]
-    proto = status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=details)
-    return rpc_status.to_status(proto)
+    proto = status_pb2.Status(code=code_pb2.INTERNAL, message=message)
+    return _with_request_id(proto, request_id)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
+    template_cache_seconds: float = Field(
+        1.0, ge=0, description="How long the latest version of a prompt template is cached."
+    )
     auth_cache_seconds: float = Field(
         2.0, ge=0, description="How long API keys are cached before the database is read again."
     )

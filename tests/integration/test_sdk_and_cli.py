@@ -10,15 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from typer.testing import CliRunner
 
 import llmops
 from llmops.cli.main import app
+from llmops.v1.registry_service_pb2 import ListPromptTemplatesRequest
+from llmops.v1.registry_service_pb2_grpc import RegistryServiceStub
 from llmops_services.runtime.auth import create_key
 from tests.conftest import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SFT_ROWS = b'{"prompt": "2+2=", "completion": " 4"}\n{"prompt": "3+3=", "completion": " 6"}\n'
 
 
@@ -166,7 +170,8 @@ def test_serve_process_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert by_method["GetPromptTemplate"]["code"] == "OK"
     assert by_method["GetModel"]["code"] == "NOT_FOUND"
     for entry in calls:
-        assert {"ts", "level", "request_id", "trace_id", "duration_ms"} <= entry.keys()
+        assert {"ts", "level", "request_id", "duration_ms", "principal"} <= entry.keys()
+    assert by_method["ListPromptTemplates"]["trace_id"] == TRACE_ID
     assert any(entry.get("msg") == "grpc server stopped" for entry in lines)
 
 
@@ -181,6 +186,11 @@ def _exercise(process: subprocess.Popen[str]) -> str:
             client.templates.get("extraction")
             with pytest.raises(llmops.NotFound):
                 client.models.get("ghost")
+        with grpc.insecure_channel(address) as channel:
+            traceparent = f"00-{TRACE_ID}-{'1' * 16}-01"
+            RegistryServiceStub(channel).ListPromptTemplates(
+                ListPromptTemplatesRequest(), metadata=(("traceparent", traceparent),), timeout=10
+            )
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
         return stderr

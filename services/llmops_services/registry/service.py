@@ -28,6 +28,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self.platform = platform
         self.db = platform.db
         self.limits = datasets.limits_of(platform.settings)
+        self.template_cache = templates.TemplateCache(platform.settings.template_cache_seconds)
 
     # Prompt templates
 
@@ -44,12 +45,17 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     async def GetPromptTemplate(
         self, request: pb.GetPromptTemplateRequest, context: Context
     ) -> pb.PromptTemplate:
+        cached = self.template_cache.get(request.template_id, request.version)
+        if cached is not None:  # only valid requests were ever cached
+            return cached
         require("template_id", request.template_id)
         _check_version(request.version)
         row = await self.db.run(
             lambda s: templates.get_template(s, request.template_id, request.version)
         )
-        return convert.prompt_template(row)
+        message = convert.prompt_template(row)
+        self.template_cache.put(message, latest=request.version == 0)
+        return message
 
     async def ListPromptTemplateVersions(
         self, request: pb.ListPromptTemplateVersionsRequest, context: Context
@@ -74,6 +80,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 s, given.template_id, given.template, given.description, given.task
             )
         )
+        self.template_cache.invalidate(row.template_id)
         return convert.prompt_template(row)
 
     async def ValidatePromptTemplate(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from llmops.templates import load_template_file, validate_template
+from llmops.v1 import registry_service_pb2 as pb
 from llmops_services.db.tables import PromptTemplateRow
 from llmops_services.errors import FieldViolation, InvalidArgument, NotFound
 from llmops_services.registry.names import check_slug
@@ -118,3 +120,40 @@ def seed_templates(session: Session, path: Path) -> int:
         )
         added += 1
     return added
+
+
+class TemplateCache:
+    """Answers GetPromptTemplate without the database, the hottest read of the platform.
+
+    Versions are immutable, so an explicit version is kept for good; the latest version of an id
+    is kept `ttl` seconds (a version created by another process shows within that) and dropped at
+    once when this process creates one.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._versions: dict[tuple[str, int], pb.PromptTemplate] = {}
+        self._latest: dict[str, tuple[float, pb.PromptTemplate]] = {}
+
+    def get(self, template_id: str, version: int) -> pb.PromptTemplate | None:
+        """The cached answer for (id, version), version 0 meaning the latest."""
+        if version:
+            return self._versions.get((template_id, version))
+        cached = self._latest.get(template_id)
+        if cached is None or time.monotonic() - cached[0] >= self._ttl:
+            return None
+        return cached[1]
+
+    def put(self, message: pb.PromptTemplate, latest: bool) -> None:
+        """Remembers a version read from the database (and that it was the latest)."""
+        if len(self._versions) >= self._max_entries:
+            self._versions.clear()
+            self._latest.clear()
+        self._versions[(message.template_id, message.version)] = message
+        if latest and self._ttl > 0:
+            self._latest[message.template_id] = (time.monotonic(), message)
+
+    def invalidate(self, template_id: str) -> None:
+        """Forgets the latest version of an id after a new one is created."""
+        self._latest.pop(template_id, None)

@@ -120,12 +120,17 @@ class ApiKeyCache:
         self._db = db
         self._ttl = ttl
         self._keys: dict[str, Principal] = {}
+        self._by_token: dict[str, Principal] = {}
         self._loaded_at = float("-inf")
 
-    async def _refresh(self) -> None:
+    @property
+    def stale(self) -> bool:
+        """Whether the keys must be read again before the next check."""
+        return time.monotonic() - self._loaded_at >= self._ttl
+
+    async def refresh(self) -> None:
+        """Reads the active keys from the database."""
         now = time.monotonic()
-        if now - self._loaded_at < self._ttl:
-            return
 
         def work(session: Session) -> dict[str, Principal]:
             rows = session.execute(
@@ -136,13 +141,31 @@ class ApiKeyCache:
             return {digest: Principal(key_id, role) for digest, key_id, role in rows}
 
         self._keys = await self._db.run(work)
+        self._by_token = {}
         self._loaded_at = now
 
-    async def authenticate(self, authorization: str | None, method: str) -> Principal:
-        """The caller of `method` given its `authorization` header, or an error saying why not."""
-        await self._refresh()
+    def authenticate(self, authorization: str | None, method: str, needed: str) -> Principal:
+        """The caller of `method`, which needs role `needed` (`required_role`), given its
+        `authorization` header; or an error saying why not.
+
+        Uses the keys as last read: call `refresh` first when `stale`.
+        """
         if not self._keys:
             return ANONYMOUS
+        principal = self._by_token.get(authorization or "")
+        if principal is None:
+            principal = self._principal(authorization)
+            if len(self._by_token) < 10_000:
+                self._by_token[authorization or ""] = principal
+        if not has_role(principal, needed):
+            raise PermissionDenied(
+                f"API key {principal.key_id} has role {principal.role}; "
+                f"{method.rsplit('/', 1)[-1]} needs {needed}"
+            )
+        return principal
+
+    def _principal(self, authorization: str | None) -> Principal:
+        """The key behind a header, hashed once per key and cache refresh."""
         if not authorization:
             raise Unauthenticated("missing API key: send `authorization: Bearer <key>`")
         scheme, _, token = authorization.partition(" ")
@@ -151,10 +174,4 @@ class ApiKeyCache:
         principal = self._keys.get(hash_key(token.strip()))
         if principal is None:
             raise Unauthenticated("invalid or revoked API key")
-        needed = required_role(method)
-        if not has_role(principal, needed):
-            raise PermissionDenied(
-                f"API key {principal.key_id} has role {principal.role}; "
-                f"{method.rsplit('/', 1)[-1]} needs {needed}"
-            )
         return principal

@@ -25,6 +25,11 @@ def configure_tracing(service_name: str, otlp_endpoint: str) -> TracerProvider:
     return provider
 
 
+def tracing_on() -> bool:
+    """Whether this process makes spans (only when they are exported)."""
+    return _provider is not None
+
+
 def shutdown_tracing() -> None:
     """Flushes spans that are still buffered."""
     if _provider is not None:
