@@ -1,0 +1,1 @@
+"""Workers and the ML engines they run. Importing this package does not import torch."""
