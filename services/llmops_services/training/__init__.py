@@ -1,0 +1,1 @@
+"""Training jobs: request checks, hyperparameter rules, the job store and the service."""

@@ -1,0 +1,169 @@
+"""Hyperparameter rules: which ones each method takes, their ranges, and the defaults that stand
+in for the ones a request leaves unset (`auto`). The job records the values it used.
+
+Defaults are those that train the platform's tiny models well on two CPU cores; they are also
+sane starting points for small real models, where users usually set `learning_rate` and
+`max_steps` themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+
+from llmops.v1 import training_service_pb2 as pb
+from llmops_services.errors import FieldViolation, InvalidArgument
+
+METHODS = ("sft", "qlora", "dpo", "distill")
+_ALL = frozenset(METHODS)
+_LORA = frozenset(METHODS)
+_LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one hyperparameter accepts."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    methods: frozenset[str] = _ALL
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: object) -> str:
+        """Why `value` is refused, or "" when it is fine."""
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return ""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high:g}"
+        return ""
+
+
+RULES: dict[str, Rule] = {
+    "learning_rate": Rule(0, 1, low_open=True),
+    "max_steps": Rule(1, 1_000_000),
+    "num_train_epochs": Rule(0, 1000, low_open=True),
+    "per_device_train_batch_size": Rule(1, 1024),
+    "gradient_accumulation_steps": Rule(1, 1024),
+    "max_length": Rule(8, 131_072),
+    "lora_r": Rule(1, 1024, methods=_LORA),
+    "lora_alpha": Rule(1, 4096, methods=_LORA),
+    "lora_dropout": Rule(0, 0.9, methods=_LORA),
+    "target_modules": Rule(methods=_LORA),
+    "beta": Rule(0, 100, low_open=True, methods=frozenset({"dpo", "distill"})),
+    "temperature": Rule(0, 100, low_open=True, methods=frozenset({"distill"})),
+    "distill_alpha": Rule(0, 1, methods=frozenset({"distill"})),
+    "seed": Rule(0, 2**32 - 1),
+    "warmup_ratio": Rule(0, 1),
+    "weight_decay": Rule(0, 10),
+    "lr_scheduler_type": Rule(choices=_LR_SCHEDULERS),
+    "logging_steps": Rule(1, 1_000_000),
+    "save_steps": Rule(1, 1_000_000),
+    "eval_steps": Rule(1, 1_000_000),
+    "packing": Rule(methods=frozenset({"sft", "qlora"})),
+    "padding_free": Rule(methods=frozenset({"sft", "qlora"})),
+    "completion_only_loss": Rule(methods=frozenset({"sft", "qlora"})),
+    "double_quant": Rule(methods=frozenset({"qlora"})),
+    "full_finetune": Rule(methods=frozenset({"distill"})),
+}
+
+_COMMON: dict[str, object] = {
+    "max_steps": 300,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 1,
+    "max_length": 256,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "seed": 42,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "lr_scheduler_type": "linear",
+    "logging_steps": 10,
+    "save_steps": 100,
+    "eval_steps": 50,
+}
+
+DEFAULTS: dict[str, dict[str, object]] = {
+    "sft": {
+        **_COMMON,
+        "learning_rate": 2e-3,
+        "packing": False,
+        "padding_free": False,
+        "completion_only_loss": True,
+    },
+    "qlora": {
+        **_COMMON,
+        "learning_rate": 2e-3,
+        "packing": False,
+        "padding_free": False,
+        "completion_only_loss": True,
+        "double_quant": True,
+    },
+    "dpo": {**_COMMON, "learning_rate": 5e-4, "max_steps": 150, "beta": 0.1},
+    "distill": {
+        **_COMMON,
+        "learning_rate": 2e-3,
+        "temperature": 2.0,
+        "distill_alpha": 0.5,
+        "beta": 0.0,
+        "full_finetune": False,
+    },
+}
+
+
+def _given(hyperparameters: pb.Hyperparameters) -> dict[str, object]:
+    """The fields a request set (unset optional fields are `auto`)."""
+    return json_format.MessageToDict(hyperparameters, preserving_proto_field_name=True)
+
+
+def resolve(method: str, hyperparameters: pb.Hyperparameters) -> pb.Hyperparameters:
+    """Checks the given values against the method's rules and fills in every unset one.
+
+    Raises InvalidArgument naming each bad field as `hyperparameters.<name>`.
+    """
+    given = _given(hyperparameters)
+    violations: list[FieldViolation] = []
+    for name, value in given.items():
+        rule = RULES[name]
+        if method not in rule.methods:
+            violations.append(
+                FieldViolation(
+                    f"hyperparameters.{name}",
+                    f"not used by {method}; it applies to {', '.join(sorted(rule.methods))}",
+                )
+            )
+        elif problem := rule.problem(_number(value)):
+            violations.append(FieldViolation(f"hyperparameters.{name}", problem))
+    if violations:
+        raise InvalidArgument(
+            f"{len(violations)} hyperparameter(s) refused for {method}", violations=violations
+        )
+    resolved = dict(DEFAULTS[method])
+    resolved.update(given)
+    if "num_train_epochs" in given and "max_steps" not in given:
+        resolved.pop("max_steps")
+    message = pb.Hyperparameters()
+    json_format.ParseDict(resolved, message)
+    return message
+
+
+def _number(value: object) -> object:
+    """JSON renders int64 fields as strings; compare them as numbers."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def as_dict(hyperparameters: pb.Hyperparameters) -> Mapping[str, object]:
+    """The values as plain Python, for engines and lineage."""
+    return {name: _number(value) for name, value in _given(hyperparameters).items()}

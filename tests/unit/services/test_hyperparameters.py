@@ -1,0 +1,76 @@
+"""Hyperparameter rules: unset means auto, every value is range-checked for its method."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmops.v1 import training_service_pb2 as pb
+from llmops_services.errors import InvalidArgument
+from llmops_services.training.hyperparameters import DEFAULTS, METHODS, RULES, as_dict, resolve
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unset_values_take_the_method_defaults(method: str) -> None:
+    resolved = as_dict(resolve(method, pb.Hyperparameters()))
+    assert resolved == DEFAULTS[method]
+    assert set(resolved) <= set(RULES)
+    for name in resolved:
+        assert method in RULES[name].methods, name
+
+
+def test_given_values_win_and_epochs_replace_the_default_step_count() -> None:
+    resolved = as_dict(resolve("sft", pb.Hyperparameters(learning_rate=1e-4, lora_r=8)))
+    assert resolved["learning_rate"] == 1e-4 and resolved["lora_r"] == 8
+    assert resolved["max_steps"] == DEFAULTS["sft"]["max_steps"]
+    by_epochs = as_dict(resolve("sft", pb.Hyperparameters(num_train_epochs=2)))
+    assert "max_steps" not in by_epochs and by_epochs["num_train_epochs"] == 2
+    both = as_dict(resolve("sft", pb.Hyperparameters(num_train_epochs=2, max_steps=7)))
+    assert both["max_steps"] == 7
+
+
+def test_zero_is_a_value_not_auto() -> None:
+    resolved = as_dict(resolve("sft", pb.Hyperparameters(lora_dropout=0.0, warmup_ratio=0.0)))
+    assert resolved["lora_dropout"] == 0.0 and resolved["warmup_ratio"] == 0.0
+    with pytest.raises(InvalidArgument) as refused:
+        resolve("sft", pb.Hyperparameters(max_steps=0))
+    assert [v.field for v in refused.value.violations] == ["hyperparameters.max_steps"]
+
+
+@pytest.mark.parametrize(
+    ("method", "given", "field", "fragment"),
+    [
+        ("sft", pb.Hyperparameters(learning_rate=0), "learning_rate", "> 0"),
+        ("sft", pb.Hyperparameters(learning_rate=2), "learning_rate", "<= 1"),
+        ("sft", pb.Hyperparameters(lora_dropout=0.95), "lora_dropout", "<= 0.9"),
+        (
+            "sft",
+            pb.Hyperparameters(per_device_train_batch_size=0),
+            "per_device_train_batch_size",
+            ">= 1",
+        ),
+        ("sft", pb.Hyperparameters(max_length=4), "max_length", ">= 8"),
+        ("sft", pb.Hyperparameters(beta=0.1), "beta", "not used by sft"),
+        ("sft", pb.Hyperparameters(double_quant=True), "double_quant", "applies to qlora"),
+        ("dpo", pb.Hyperparameters(beta=0), "beta", "> 0"),
+        ("dpo", pb.Hyperparameters(packing=True), "packing", "not used by dpo"),
+        ("distill", pb.Hyperparameters(distill_alpha=1.5), "distill_alpha", "<= 1"),
+        ("distill", pb.Hyperparameters(temperature=0), "temperature", "> 0"),
+        ("qlora", pb.Hyperparameters(lr_scheduler_type="sometimes"), "lr_scheduler_type", "one of"),
+        ("sft", pb.Hyperparameters(seed=-1), "seed", ">= 0"),
+    ],
+)
+def test_out_of_range_values_are_refused_by_name(
+    method: str, given: pb.Hyperparameters, field: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        resolve(method, given)
+    violations = refused.value.violations
+    assert [v.field for v in violations] == [f"hyperparameters.{field}"]
+    assert fragment in violations[0].description
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        resolve("sft", pb.Hyperparameters(learning_rate=-1, max_steps=0, temperature=1.0))
+    assert len(refused.value.violations) == 3
+    assert "3 hyperparameter(s) refused for sft" in refused.value.message
