@@ -26,6 +26,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "metrics_port": 0,
         "auth_cache_seconds": 0,
         "shutdown_grace_seconds": 5,
+        "reconcile_seconds": 3600,
     }
     values.update(overrides)
     return Settings(**values)

@@ -5,17 +5,23 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from llmops_services import seed
 from llmops_services.context import Platform
+from llmops_services.queue import JobQueue, PrivateRedis
 from llmops_services.registry import service as registry_service
 from llmops_services.runtime.auth import ApiKeyCache
 from llmops_services.runtime.logs import configure_logging
 from llmops_services.runtime.metrics import start_metrics_server
 from llmops_services.runtime.server import GrpcServer, ServiceBinding, run_until_signalled
 from llmops_services.settings import Settings
+from llmops_services.training import service as training_service
+from llmops_services.training.service import Reconciler
 from llmops_services.unimplemented import unimplemented_bindings
 
 log = logging.getLogger("llmops.app")
@@ -46,13 +52,19 @@ class PlatformProcess:
         self.platform: Platform | None = None
         self.server: GrpcServer | None = None
         self.addresses: Addresses | None = None
+        self.redis: PrivateRedis | None = None
+        self.queue: JobQueue | None = None
+        self.reconciler: Reconciler | None = None
 
     def _bindings(self, platform: Platform) -> list[ServiceBinding]:
         bindings = []
         if "registry" in self.services:
             bindings.append(registry_service.binding(platform))
+        if self.queue is not None:
+            bindings.append(training_service.binding(platform, self.queue))
         wanted = {f"llmops.v1.{name.capitalize()}Service" for name in self.services}
-        bindings += [b for b in unimplemented_bindings() if b.full_name in wanted]
+        served = {b.full_name for b in bindings}
+        bindings += [b for b in unimplemented_bindings() if b.full_name in wanted - served]
         return bindings
 
     async def start(self) -> Addresses:
@@ -61,6 +73,12 @@ class PlatformProcess:
         self.platform = platform
         if self.settings.seed_sample_data and "registry" in self.services:
             seed.seed(platform)
+        if "training" in self.services:
+            if not self.settings.redis_url:
+                self.redis = PrivateRedis(self.settings.data_dir / "redis").start()
+                self.settings.redis_url = self.redis.url
+            self.queue = JobQueue(self.settings.redis_url)
+            self.reconciler = Reconciler(platform, self.queue)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
         self.server = GrpcServer(self.settings, self._bindings(platform), keys)
         port = await self.server.start()
@@ -74,28 +92,80 @@ class PlatformProcess:
         # protobuf descriptors); freezing them keeps every later GC pass from walking them again.
         gc.collect()
         gc.freeze()
-        (self.settings.data_dir / "stack.json").write_text(
-            json.dumps({"grpc": addresses.grpc, "metrics": addresses.metrics}, indent=2)
-        )
+        if self.reconciler is not None:
+            self.reconciler.start()
+        stack = {
+            "grpc": addresses.grpc,
+            "metrics": addresses.metrics,
+            "redis": self.settings.redis_url,
+        }
+        (self.settings.data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
         return addresses
 
     async def stop(self) -> None:
         """Stops serving within the grace period and closes the database."""
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         if self.server is not None:
             await self.server.stop()
+        if self.queue is not None:
+            await self.queue.close()
+        if self.redis is not None:
+            self.redis.stop()
         if self.platform is not None:
             self.platform.close()
 
 
-async def serve(settings: Settings, services: Sequence[str] = SERVICE_NAMES) -> None:
+class WorkerProcesses:
+    """Workers started beside the services (`llmops up --workers N`), each its own process."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        """Starts `count` workers on the stack's Redis and data dir."""
+        env = {**os.environ, "LLMOPS_REDIS_URL": self.settings.redis_url}
+        command = [sys.executable, "-m", "llmops", "worker"]
+        command += ["--data-dir", str(self.settings.data_dir)]
+        for _ in range(self.count):
+            self.processes.append(subprocess.Popen(command, env=env))
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, then SIGKILL for any worker still running after `timeout` seconds."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def serve(
+    settings: Settings, services: Sequence[str] = SERVICE_NAMES, workers: int = 0
+) -> None:
     """Runs a process until SIGTERM or SIGINT, printing where it listens."""
     configure_logging(settings.log_level)
     process = PlatformProcess(settings, services)
+    pool = WorkerProcesses(settings, workers)
 
     async def start() -> None:
         addresses = await process.start()
         print(f"gRPC     {addresses.grpc}  ({', '.join(process.services)})", flush=True)
         if addresses.metrics:
             print(f"metrics  {addresses.metrics}", flush=True)
+        if settings.redis_url:
+            print(f"redis    {settings.redis_url}", flush=True)
+        if workers:
+            pool.start()
+            print(f"workers  {workers}", flush=True)
 
-    await run_until_signalled(start, process.stop)
+    async def stop() -> None:
+        pool.stop()
+        await process.stop()
+
+    await run_until_signalled(start, stop)

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
         20, ge=1, le=1000, description="How many bad lines a refused upload lists."
     )
 
+    job_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A running job whose worker sends no heartbeat this long is retried.",
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="Attempts a job gets when its worker dies or its infrastructure fails."
+    )
+    reconcile_seconds: float = Field(
+        5.0, gt=0, description="How often lost and expired jobs are looked for."
+    )
+    watch_poll_seconds: float = Field(
+        0.25, gt=0, description="How often a watch stream looks for new events."
+    )
     seed_sample_data: bool = Field(
         True, description="Register the bundled templates and demo datasets on start."
     )

@@ -82,8 +82,8 @@ def test_reflection_lists_the_four_services(server: ServerThread) -> None:
 
 async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio.Channel) -> None:
     calls = [
-        training_service_pb2_grpc.TrainingServiceStub(channel).GetTrainingJob(
-            training_service_pb2.GetTrainingJobRequest(id="ftjob-1")
+        training_service_pb2_grpc.TrainingServiceStub(channel).PauseTrainingJob(
+            training_service_pb2.PauseTrainingJobRequest(id="ftjob-1")
         ),
         eval_service_pb2_grpc.EvalServiceStub(channel).GetEvalRun(
             eval_service_pb2.GetEvalRunRequest(id="eval-1")
@@ -97,8 +97,8 @@ async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio
             await call
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "not available" in (caught.value.details() or "")
-    stream = training_service_pb2_grpc.TrainingServiceStub(channel).WatchTrainingJob(
-        training_service_pb2.WatchTrainingJobRequest(id="ftjob-1")
+    stream = eval_service_pb2_grpc.EvalServiceStub(channel).WatchEvalRun(
+        eval_service_pb2.WatchEvalRunRequest(id="eval-1")
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()

@@ -59,7 +59,7 @@ def test_sync_client_raises_typed_errors_with_field_violations(server: ServerThr
             client.templates.create("qa", "no placeholder here")
         assert bad_template.value.field_violations[0].field == "prompt_template.template"
         with pytest.raises(llmops.Unimplemented):
-            client.training.get("ftjob-000000000000")
+            client.eval.get("eval-000000000000")
 
 
 async def test_async_client_round_trip(server: ServerThread) -> None:

@@ -143,8 +143,8 @@ class ApiKeyRow(Base):
 
 
 class JobRow(Base):
-    """A training job or eval run. Only what the registry needs to know today lives here:
-    which datasets and models a job that has not ended still uses."""
+    """A training job or an eval run: the source of truth for its state. Redis only carries the
+    job's id to a worker; a job lost there is found here and queued again."""
 
     __tablename__ = "jobs"
 
@@ -157,3 +157,55 @@ class JobRow(Base):
     teacher_model_id: Mapped[str] = mapped_column(String(32), default="")
     progress_fraction: Mapped[float] = mapped_column(Float, default=0.0)
     create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    method: Mapped[str] = mapped_column(String(16), default="", index=True)
+    parent_model_id: Mapped[str] = mapped_column(String(32), default="")
+    template_id: Mapped[str] = mapped_column(String(63), default="")
+    template_version: Mapped[int] = mapped_column(Integer, default=0)
+    output_name: Mapped[str] = mapped_column(String(128), default="")
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resolved_hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_steps: Mapped[int] = mapped_column(BigInteger, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_code: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    result_model_id: Mapped[str] = mapped_column(String(32), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_expires: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    traceparent: Mapped[str] = mapped_column(String(64), default="")
+    start_time: Mapped[datetime | None] = mapped_column(default=None)
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEventRow(Base):
+    """One entry of a job's append-only event log; `sequence` counts from 1 per job."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CheckpointRow(Base):
+    """A complete checkpoint of a job, written by the attempt that holds the lease."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    registered_model_id: Mapped[str] = mapped_column(String(32), default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)

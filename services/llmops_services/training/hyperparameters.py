@@ -1,9 +1,10 @@
 """Hyperparameter rules: which ones each method takes, their ranges, and the defaults that stand
 in for the ones a request leaves unset (`auto`). The job records the values it used.
 
-Defaults are those that train the platform's tiny models well on two CPU cores; they are also
-sane starting points for small real models, where users usually set `learning_rate` and
-`max_steps` themselves.
+Defaults are those that train the platform's tiny models well on two CPU cores (SFT at 3e-3 for
+450 steps took held-out extraction and classification from 0.0 to 1.0 in about a minute; 300 steps
+at 2e-3 left extraction at 0.0); they are also sane starting points for small real models, where
+users usually set `learning_rate` and `max_steps` themselves.
 """
 
 from __future__ import annotations
@@ -93,14 +94,16 @@ _COMMON: dict[str, object] = {
 DEFAULTS: dict[str, dict[str, object]] = {
     "sft": {
         **_COMMON,
-        "learning_rate": 2e-3,
+        "learning_rate": 3e-3,
+        "max_steps": 450,
         "packing": False,
         "padding_free": False,
         "completion_only_loss": True,
     },
     "qlora": {
         **_COMMON,
-        "learning_rate": 2e-3,
+        "learning_rate": 3e-3,
+        "max_steps": 450,
         "packing": False,
         "padding_free": False,
         "completion_only_loss": True,

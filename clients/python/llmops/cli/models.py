@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,6 +15,7 @@ from llmops.cli._common import (
     OutputFormat,
     OutputOption,
     client,
+    fail,
     print_fields,
     print_table,
     show,
@@ -125,6 +128,87 @@ def register(
     """Registers a base model."""
     model = client(ctx).models.create(name, _uri(path), "base", description)
     show(output, model, lambda: print_fields(model, title=f"registered {model.name} ({model.id})"))
+
+
+_NEEDS_WORKERS = (
+    "building the tiny models needs the llmops-workers package and its ML stack "
+    "(install llmops-workers, e.g. `uv sync` in the repository or `pip install llmops-workers`)"
+)
+
+
+def _default_models_dir() -> Path:
+    """Beside the server's data: `$LLMOPS_DATA_DIR/models`, else `./artifacts/models`."""
+    return Path(os.environ.get("LLMOPS_DATA_DIR") or "artifacts") / "models"
+
+
+def _register_tiny(
+    ctx: typer.Context, paths: dict[str, Path], describe: Callable[[Path], str]
+) -> list[registry_service_pb2.Model]:
+    """Registers each built model as a base model unless that name already points at that path."""
+    models = client(ctx).models
+    registered: list[registry_service_pb2.Model] = []
+    for name, path in paths.items():
+        existing = next((m for m in models.list("base", name) if m.uri == str(path)), None)
+        if existing is not None:
+            typer.echo(f"{name} is already registered ({existing.id})", err=True)
+            registered.append(existing)
+            continue
+        model = models.create(name, str(path), kind="base", description=describe(path))
+        typer.echo(f"registered {name} ({model.id})", err=True)
+        registered.append(model)
+    return registered
+
+
+@app.command("build-tiny")
+def build_tiny(
+    ctx: typer.Context,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            help="Where the models go (default $LLMOPS_DATA_DIR/models or ./artifacts/models).",
+            show_default=False,
+        ),
+    ] = None,
+    register_models: Annotated[
+        bool,
+        typer.Option("--register/--no-register", help="Register them as base models."),
+    ] = True,
+    pretrain_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--pretrain-steps",
+            min=0,
+            help="Pretraining steps of each model (default: about a minute for both).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Builds the local tiny base models (llmops-tiny and llmops-tiny-student) and registers them.
+
+    Nothing is downloaded: the tokenizer and weights are trained here, deterministically. Models
+    already built under the directory are kept, and registering twice registers nothing new.
+    """
+    try:
+        from llmops_workers import tiny
+    except ImportError:
+        fail(_NEEDS_WORKERS)
+    root = (output_dir or _default_models_dir()).expanduser().resolve()
+    missing = [name for name in tiny.TINY_MODELS if not (root / name).is_dir()]
+    if missing:
+        typer.echo(f"building {', '.join(missing)} under {root} (about a minute)...", err=True)
+    try:
+        paths = tiny.ensure_tiny_models(root, pretrain_steps=pretrain_steps)
+    except ImportError as err:
+        fail(f"{_NEEDS_WORKERS}: {err}")
+    if register_models:
+        models = _register_tiny(ctx, paths, tiny.describe)
+        show(output, models, lambda: _models_table(models, "no models"))
+    elif output is OutputFormat.json:
+        typer.echo(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
+    else:
+        print_table(["NAME", "PATH"], [[name, path] for name, path in paths.items()], empty="")
 
 
 @app.command("delete")

@@ -38,10 +38,10 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**given)
 
 
-def _serve(settings: Settings, services: list[str]) -> None:
+def _serve(settings: Settings, services: list[str], workers: int = 0) -> None:
     from llmops_services.app import serve
 
-    asyncio.run(serve(settings, services))
+    asyncio.run(serve(settings, services, workers))
 
 
 def serve_command(
@@ -72,10 +72,39 @@ def up_command(
     grpc_port: GrpcPort = None,
     metrics_port: MetricsPort = None,
     data_dir: DataDir = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Workers to start (0: start them apart).")
+    ] = 1,
 ) -> None:
     """Run the whole stack with the embedded defaults (SQLite, local store) in the foreground."""
     settings = _settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir)
-    _serve(settings, list(SERVICES))
+    _serve(settings, list(SERVICES), workers)
+
+
+def worker_command(
+    data_dir: DataDir = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads per job.")] = 1,
+) -> None:
+    """Run a training worker in the foreground; it joins the stack of the same data dir."""
+    settings = _settings(data_dir=data_dir)
+    if not settings.redis_url:
+        stack = settings.data_dir / "stack.json"
+        if stack.is_file():
+            settings.redis_url = str(json.loads(stack.read_text()).get("redis", ""))
+    if not settings.redis_url:
+        typer.echo(
+            "error: no Redis: set LLMOPS_REDIS_URL or start the stack with the same --data-dir",
+            err=True,
+        )
+        raise typer.Exit(1)
+    try:
+        from llmops_workers.worker import run_worker
+    except ImportError:  # pragma: no cover - only without the workers package
+        typer.echo(
+            "error: this command needs the workers package: pip install llmops-workers", err=True
+        )
+        raise typer.Exit(1) from None
+    run_worker(settings, threads)
 
 
 keys_app = typer.Typer(
@@ -148,4 +177,5 @@ def register(app: typer.Typer) -> None:
     """Adds the server-side commands to the CLI."""
     app.command("serve")(serve_command)
     app.command("up")(up_command)
+    app.command("worker")(worker_command)
     app.add_typer(keys_app, name="keys")

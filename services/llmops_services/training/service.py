@@ -1,0 +1,284 @@
+"""TrainingService: validate, persist, enqueue; then report what workers write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from llmops.v1 import jobs_pb2
+from llmops.v1 import registry_service_pb2 as registry_pb
+from llmops.v1 import training_service_pb2 as pb
+from llmops.v1 import training_service_pb2_grpc as pb_grpc
+from llmops_services.context import Platform
+from llmops_services.db.tables import JobRow, utcnow
+from llmops_services.errors import FailedPrecondition, PreconditionViolation, Unimplemented
+from llmops_services.queue import JobQueue
+from llmops_services.registry.names import new_id, require
+from llmops_services.runtime.context import Context, trace_id_var
+from llmops_services.runtime.pagination import page_of
+from llmops_services.runtime.server import ServiceBinding
+from llmops_services.training import convert, jobs, requests
+
+log = logging.getLogger("llmops.training")
+
+_STATES = {value: name.removeprefix("JOB_STATE_") for name, value in jobs_pb2.JobState.items()}
+
+
+class TrainingService(pb_grpc.TrainingServiceServicer):
+    """Fine-tuning jobs."""
+
+    def __init__(self, platform: Platform, queue: JobQueue) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.queue = queue
+
+    async def CreateTrainingJob(
+        self, request: pb.CreateTrainingJobRequest, context: Context
+    ) -> pb.TrainingJob:
+        key = request.idempotency_key
+
+        def work(session: Session) -> tuple[JobRow, bool]:
+            if key:
+                earlier = session.scalars(
+                    select(JobRow).where(JobRow.idempotency_key == key)
+                ).first()
+                if earlier is not None:
+                    return earlier, False
+            checked = requests.check(session, request)
+            row = JobRow(
+                id=new_id("ftjob"),
+                kind="training",
+                state="QUEUED",
+                method=checked.method,
+                model_id=checked.base_model.id,
+                dataset_id=checked.dataset.id,
+                validation_dataset_id=checked.validation_dataset.id
+                if checked.validation_dataset
+                else "",
+                teacher_model_id=checked.teacher_model.id if checked.teacher_model else "",
+                parent_model_id=checked.parent_model.id if checked.parent_model else "",
+                template_id=checked.template_id,
+                template_version=checked.template_version,
+                output_name=checked.output_name,
+                hyperparameters=checked.requested,
+                resolved_hyperparameters=json_format.MessageToDict(
+                    checked.resolved, preserving_proto_field_name=True
+                ),
+                attempt=1,
+                idempotency_key=key or None,
+                traceparent=_traceparent(context),
+            )
+            session.add(row)
+            session.flush()
+            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", "job created"))
+            return row, True
+
+        row, created = await self.db.run(work)
+        if created:
+            await self._enqueue(row.id, row.attempt)
+        return convert.training_job(row)
+
+    async def _enqueue(self, job_id: str, attempt: int) -> None:
+        try:
+            await self.queue.enqueue(job_id, attempt)
+        except Exception:  # Redis down: the job is safe in the database and the reconciler
+            log.exception("could not queue %s; the reconciler will retry", job_id)
+
+    async def GetTrainingJob(
+        self, request: pb.GetTrainingJobRequest, context: Context
+    ) -> pb.TrainingJob:
+        require("id", request.id)
+        return convert.training_job(await self.db.run(lambda s: jobs.get_job(s, request.id)))
+
+    async def ListTrainingJobs(
+        self, request: pb.ListTrainingJobsRequest, context: Context
+    ) -> pb.ListTrainingJobsResponse:
+        state = _STATES.get(request.state, "UNSPECIFIED")
+        method = requests.METHOD_NAMES.get(request.method, "")
+        page = page_of(request.page_size, request.page_token, state, method)
+
+        def work(session: Session) -> list[JobRow]:
+            query = select(JobRow).where(JobRow.kind == "training")
+            if state != "UNSPECIFIED":
+                query = query.where(JobRow.state == state)
+            if method:
+                query = query.where(JobRow.method == method)
+            query = query.order_by(JobRow.create_time.desc(), JobRow.id)
+            return list(session.scalars(query.offset(page.offset).limit(page.limit + 1)).all())
+
+        rows = await self.db.run(work)
+        return pb.ListTrainingJobsResponse(
+            training_jobs=[convert.training_job(r) for r in rows[: page.limit]],
+            next_page_token=page.next_token(len(rows)),
+        )
+
+    async def CancelTrainingJob(
+        self, request: pb.CancelTrainingJobRequest, context: Context
+    ) -> pb.TrainingJob:
+        require("id", request.id)
+
+        def work(session: Session) -> JobRow:
+            row = jobs.get_job(session, request.id)
+            if row.state in jobs.TERMINAL:
+                raise FailedPrecondition(
+                    f"job {row.id} already ended ({row.state})",
+                    violations=[
+                        PreconditionViolation("STATE", f"jobs/{row.id}", f"job is {row.state}")
+                    ],
+                )
+            if row.state in ("QUEUED", "PAUSED"):
+                jobs.move(session, row, "CANCELLED", "cancelled before it ran")
+            elif row.state == "RUNNING":
+                row.cancel_requested = True
+                jobs.move(session, row, "CANCELLING", "cancel requested; stops at its next step")
+            return row
+
+        return convert.training_job(await self.db.run(work))
+
+    async def ListTrainingJobEvents(
+        self, request: pb.ListTrainingJobEventsRequest, context: Context
+    ) -> pb.ListTrainingJobEventsResponse:
+        require("id", request.id)
+        page = page_of(request.page_size, request.page_token, request.id, default=100)
+
+        def work(session: Session) -> list[jobs_pb2.JobEvent]:
+            jobs.get_job(session, request.id)
+            rows = jobs.events_after(session, request.id, page.offset, page.limit + 1)
+            return [convert.job_event(r) for r in rows]
+
+        events = await self.db.run(work)
+        return pb.ListTrainingJobEventsResponse(
+            events=events[: page.limit], next_page_token=page.next_token(len(events))
+        )
+
+    async def WatchTrainingJob(
+        self, request: pb.WatchTrainingJobRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        require("id", request.id)
+        after = request.after_sequence
+        poll = self.platform.settings.watch_poll_seconds
+        while True:
+            events, ended = await self.db.run(
+                partial(_events_and_end, job_id=request.id, after=after)
+            )
+            for event in events:
+                after = event.sequence
+                yield event
+            if ended and not events:
+                return
+            if not events:
+                await asyncio.sleep(poll)
+
+    async def ListTrainingJobCheckpoints(
+        self, request: pb.ListTrainingJobCheckpointsRequest, context: Context
+    ) -> pb.ListTrainingJobCheckpointsResponse:
+        require("id", request.id)
+
+        def work(session: Session) -> list[jobs_pb2.Checkpoint]:
+            jobs.get_job(session, request.id)
+            return [convert.checkpoint(c) for c in jobs.checkpoints_of(session, request.id)]
+
+        return pb.ListTrainingJobCheckpointsResponse(checkpoints=await self.db.run(work))
+
+    async def PauseTrainingJob(
+        self, request: pb.PauseTrainingJobRequest, context: Context
+    ) -> pb.TrainingJob:
+        raise Unimplemented("TrainingService.PauseTrainingJob is not available on this server yet")
+
+    async def ResumeTrainingJob(
+        self, request: pb.ResumeTrainingJobRequest, context: Context
+    ) -> pb.TrainingJob:
+        raise Unimplemented("TrainingService.ResumeTrainingJob is not available on this server yet")
+
+    async def RegisterCheckpoint(
+        self, request: pb.RegisterCheckpointRequest, context: Context
+    ) -> registry_pb.Model:
+        raise Unimplemented(
+            "TrainingService.RegisterCheckpoint is not available on this server yet"
+        )
+
+
+def _events_and_end(
+    session: Session, job_id: str, after: int
+) -> tuple[list[jobs_pb2.JobEvent], bool]:
+    """The events after `after`, and whether the job has ended."""
+    row = jobs.get_job(session, job_id)
+    events = [convert.job_event(e) for e in jobs.events_after(session, row.id, after, 500)]
+    return events, row.state in jobs.TERMINAL
+
+
+def _traceparent(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return str(value)[:64]
+    return f"00-{trace_id_var.get()}-{'0' * 15}1-01" if trace_id_var.get() else ""
+
+
+class Reconciler:
+    """Finds work Redis lost and workers that died, and queues it again (the design's sweeper)."""
+
+    def __init__(self, platform: Platform, queue: JobQueue) -> None:
+        self.platform = platform
+        self.queue = queue
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Runs `sweep` every `reconcile_seconds` until stopped."""
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stops the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("reconciler sweep failed")
+            await asyncio.sleep(self.platform.settings.reconcile_seconds)
+
+    async def sweep(self) -> None:
+        """Retries expired attempts, and queues QUEUED attempts that Redis does not know."""
+        settings = self.platform.settings
+
+        def expire(session: Session) -> None:
+            for row in jobs.expired(session, utcnow()):
+                if row.attempt >= settings.job_max_attempts:
+                    row.error_code, row.error_message = 14, "worker lost; no attempts left"
+                    jobs.move(session, row, "FAILED", f"worker lost after {row.attempt} attempts")
+                else:
+                    jobs.requeue(session, row, f"attempt {row.attempt} lost its worker")
+
+        await self.platform.db.run(expire)
+        queued = await self.platform.db.run(_queued_attempts)
+        for job_id, attempt in queued:
+            if not await self.queue.knows(job_id, attempt):
+                log.info("queueing %s attempt %s again", job_id, attempt)
+                await self.queue.enqueue(job_id, attempt)
+
+
+def _queued_attempts(session: Session) -> list[tuple[str, int]]:
+    query = select(JobRow.id, JobRow.attempt).where(
+        JobRow.kind == "training", JobRow.state == "QUEUED"
+    )
+    return [(job_id, attempt) for job_id, attempt in session.execute(query).all()]
+
+
+def binding(platform: Platform, queue: JobQueue) -> ServiceBinding:
+    """How to host the training service on a server."""
+    servicer = TrainingService(platform, queue)
+    return ServiceBinding(
+        full_name=pb.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+        add_to_server=lambda server: pb_grpc.add_TrainingServiceServicer_to_server(
+            servicer, server
+        ),
+    )

@@ -1,0 +1,82 @@
+"""DPO with TRL's `DPOTrainer` and LoRA.
+
+The reference policy costs no second model: without a parent adapter it is the base with the
+adapter disabled; with one (DPO after SFT), TRL keeps a frozen copy of the parent adapter as the
+reference and trains the "default" copy, so the result is still an adapter on the base.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trl.trainer.dpo_config import DPOConfig
+from trl.trainer.dpo_trainer import DPOTrainer
+
+from llmops_workers.engines import common
+from llmops_workers.engines.spec import (
+    EngineEvents,
+    TrainingResult,
+    TrainingSpec,
+    resolve_hyperparameters,
+)
+
+log = logging.getLogger("llmops.engine")
+
+
+def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> DPOConfig:
+    """DPO options on top of the common ones: sigmoid loss with `beta`."""
+    config: DPOConfig = common.training_arguments(
+        DPOConfig,
+        spec,
+        hp,
+        staging,
+        beta=common.number(hp, "beta", 0.1),
+        loss_type=["sigmoid"],
+        max_length=int(common.number(hp, "max_length", 256)),
+    )
+    return config
+
+
+def build_policy(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
+    """The policy and the LoRA config to apply (None when it continues a parent adapter)."""
+    model = common.load_model(spec.base_model_dir)
+    if spec.parent_adapter_dir is not None:
+        return common.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
+    return model, common.lora_config(hp)
+
+
+def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
+    """The `DPOTrainer` that `run_dpo` runs, checkpointing into `staging`."""
+    hp = resolve_hyperparameters(spec)
+    tokenizer = common.load_tokenizer(spec.base_model_dir)
+    rows = common.preference_rows(common.read_jsonl(spec.train_file), spec.template)
+    train = common.to_dataset(rows)
+    evaluation = None
+    if spec.validation_file is not None:
+        held_out = common.preference_rows(common.read_jsonl(spec.validation_file), spec.template)
+        evaluation = common.to_dataset(held_out)
+    model, peft_config = build_policy(spec, hp)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=dpo_config(spec, hp, staging),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    log.info("dpo: %d preference rows, hyperparameters %s", len(train), hp)
+    return trainer
+
+
+def run_dpo(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
+    """Trains a LoRA adapter on prompt/chosen/rejected rows."""
+    common.check_resume_source(spec)
+    with common.staging_dir(spec.output_dir) as staging:
+        trainer = build_trainer(spec, staging)
+        bridge = common.EventsBridge(events, spec.output_dir)
+        common.attach(trainer, bridge)
+        return common.run(trainer, spec, bridge)

@@ -1,0 +1,148 @@
+"""What a training engine takes and gives back. Pure Python: no torch, so the worker, the CLI and
+the services can build and check a spec without paying for the ML stack."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+__all__ = [
+    "DEFAULT_HYPERPARAMETERS",
+    "HYPERPARAMETER_NAMES",
+    "METHODS",
+    "EngineEvents",
+    "Method",
+    "StopRequest",
+    "TrainingResult",
+    "TrainingSpec",
+    "TrainingStatus",
+    "resolve_hyperparameters",
+]
+
+Method = Literal["sft", "qlora", "dpo", "distill"]
+METHODS: tuple[Method, ...] = ("sft", "qlora", "dpo", "distill")
+StopRequest = Literal["", "cancel", "pause"]
+TrainingStatus = Literal["completed", "cancelled", "paused"]
+
+_COMMON: dict[str, object] = {
+    "max_steps": 300,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 1,
+    "max_length": 256,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "target_modules": [],
+    "seed": 42,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "lr_scheduler_type": "linear",
+    "logging_steps": 10,
+    "save_steps": 100,
+    "eval_steps": 50,
+}
+_SFT: dict[str, object] = {
+    **_COMMON,
+    "learning_rate": 3e-3,
+    "max_steps": 450,
+    "packing": False,
+    "padding_free": False,
+    "completion_only_loss": True,
+}
+
+DEFAULT_HYPERPARAMETERS: dict[str, dict[str, object]] = {
+    "sft": dict(_SFT),
+    "qlora": {**_SFT, "double_quant": True},
+    "dpo": {**_COMMON, "learning_rate": 5e-4, "max_steps": 150, "beta": 0.1},
+    "distill": {
+        **_COMMON,
+        "learning_rate": 2e-3,
+        "temperature": 2.0,
+        "distill_alpha": 0.5,
+        "beta": 0.0,
+        "full_finetune": False,
+    },
+}
+"""Per method, values that train the platform's tiny 4-layer, 128-wide Llama well on two CPU
+cores (the same numbers as the Training service's `auto` defaults). `beta` is DPO's implicit
+reward temperature, and in distillation the weight of the reverse KL against the forward KL."""
+
+HYPERPARAMETER_NAMES: frozenset[str] = frozenset(
+    {name for values in DEFAULT_HYPERPARAMETERS.values() for name in values} | {"num_train_epochs"}
+)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One training run, fully resolved: local paths and final hyperparameter values.
+
+    `output_dir` belongs to this run alone (one per attempt): checkpoints are written to
+    `output_dir/checkpoints/step-N/` and the final adapter to `output_dir/adapter/` (a full
+    model to `output_dir/model/` when distilling with `full_finetune`).
+
+    `hyperparameters` overlay `DEFAULT_HYPERPARAMETERS[method]` (names as in TRL/PEFT);
+    `save_steps` 0 writes no periodic checkpoints (a pause always writes one). `template`
+    renders each row's `prompt` (chat rows are used verbatim). `resume_from` must be a complete
+    checkpoint this platform wrote; `parent_adapter_dir` continues an existing adapter (for DPO
+    it is also the reference policy).
+    """
+
+    method: Method
+    base_model_dir: Path
+    output_dir: Path
+    train_file: Path
+    validation_file: Path | None = None
+    template: str | None = None
+    hyperparameters: Mapping[str, object] = field(default_factory=dict)
+    teacher_model_dir: Path | None = None
+    parent_adapter_dir: Path | None = None
+    resume_from: Path | None = None
+    threads: int = 1
+    teacher_adapter_dir: Path | None = None
+    """Distillation from an adapter: the teacher is `teacher_model_dir` with this adapter merged."""
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """How a run ended and what it left behind."""
+
+    status: TrainingStatus
+    adapter_dir: Path | None
+    steps: int
+    metrics: dict[str, float]
+    last_checkpoint: Path | None
+    model_dir: Path | None = None
+    """Set instead of `adapter_dir` when a full model was trained (distill with full_finetune)."""
+
+
+class EngineEvents(Protocol):
+    """What an engine reports while it trains, and how it is asked to stop."""
+
+    def on_start(self, total_steps: int) -> None:
+        """Training begins; `total_steps` optimizer steps are planned."""
+
+    def on_log(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        """Metrics of a logging step (loss, learning_rate, grad_norm, ...) or an evaluation."""
+
+    def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
+        """A checkpoint is complete on disk (never called for a partial one)."""
+
+    def should_stop(self) -> StopRequest:
+        """Polled after every optimizer step: "" to go on, "pause" or "cancel" to stop."""
+        ...
+
+
+def resolve_hyperparameters(spec: TrainingSpec) -> dict[str, object]:
+    """The method's defaults overlaid with the spec's values.
+
+    As in the Training service, giving `num_train_epochs` without `max_steps` drops the default
+    step count so that the epochs decide; `None` means "use the default".
+    """
+    given = {key: value for key, value in spec.hyperparameters.items() if value is not None}
+    values = dict(DEFAULT_HYPERPARAMETERS[spec.method])
+    if "num_train_epochs" in given and "max_steps" not in given:
+        values.pop("max_steps")
+    values.update(given)
+    return values
