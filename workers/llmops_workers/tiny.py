@@ -235,7 +235,7 @@ def _pretrain(
     for _ in range(steps):
         batch = train[torch.randint(len(train), (_BATCH,), generator=generator)]
         loss = _loss(model, batch, pad_id)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
