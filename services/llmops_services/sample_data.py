@@ -127,7 +127,7 @@ _EXTRACTION_SENTENCES: tuple[str, ...] = (
 )
 
 CLASSIFICATION_LABELS: tuple[str, ...] = ("sports", "technology", "food", "travel")
-_TOPIC_KEYWORDS: dict[str, tuple[str, ...]] = {
+TOPIC_KEYWORDS: dict[str, tuple[str, ...]] = {
     "sports": (
         "football match", "tennis final", "marathon", "stadium", "goalkeeper", "referee",
         "basketball team", "cycling race", "boxing match", "ski jump", "league table",
@@ -273,7 +273,7 @@ def _extraction(rng: random.Random, names: Iterator[tuple[str, str]]) -> Example
 
 
 def _classification(rng: random.Random, label: str) -> Example:
-    a, b = rng.sample(_TOPIC_KEYWORDS[label], 2)
+    a, b = rng.sample(TOPIC_KEYWORDS[label], 2)
     text = rng.choice(_CLASSIFICATION_SENTENCES).format(a=a, b=b)
     wrong = rng.choice([other for other in CLASSIFICATION_LABELS if other != label])
     return Example("classification", text, f" {label}", f" {wrong}")

@@ -21,6 +21,8 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from llmops_services.sample_data import TOPIC_KEYWORDS
+
 __all__ = [
     "TOKENIZER_CORPUS_SEED",
     "bundled_datasets_dir",
@@ -78,20 +80,11 @@ NUMBERS: tuple[str, ...] = (
     "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve",
     "twenty", "thirty", "forty", "fifty", "a hundred", "two hundred",
 )  # fmt: skip
-# Things people talk about: the demo's topic words and many more, without their labels' framing.
-THINGS: tuple[str, ...] = (
-    "football match", "tennis final", "marathon", "stadium", "goalkeeper", "referee",
-    "basketball team", "cycling race", "boxing match", "ski jump", "league table",
-    "penalty kick", "laptop", "software update", "robot", "smartphone", "battery",
-    "mobile app", "data center", "computer chip", "web browser", "printer", "password",
-    "router", "pasta", "soup", "bakery", "recipe", "cheese", "fresh bread", "chocolate cake",
-    "salad", "pizza", "spicy curry", "fruit market", "breakfast", "flight", "hotel",
-    "passport", "beach resort", "train ticket", "airport", "suitcase", "guided tour",
-    "road trip", "cruise ship", "hostel", "boarding pass", "garden", "river", "bridge",
-    "museum", "library", "concert", "painting", "bicycle", "piano", "newspaper", "bus stop",
-    "old castle", "harbour", "school play", "city park", "winter coat", "kitchen table",
-    "birthday party", "summer festival", "village fair", "photo album",
-)  # fmt: skip
+# Things people talk about, by the field they belong to: the demo's topic words. The corpus says
+# which field a thing belongs to in plain sentences (world knowledge, as any pretraining text has),
+# never in the classification task's format.
+TOPICS: dict[str, tuple[str, ...]] = TOPIC_KEYWORDS
+THINGS: tuple[str, ...] = tuple(thing for things in TOPICS.values() for thing in things)
 PLACES: tuple[str, ...] = (
     "market", "station", "library", "museum", "harbour", "park", "school", "hospital",
     "theatre", "bakery", "cafe", "square", "office", "factory", "church", "hotel", "garden",
@@ -225,13 +218,28 @@ def _event_paragraph(rng: random.Random, p: _Person) -> str:
         f"{p.full} plans to do it again in {rng.choice(MONTHS)}.",
         f"{p.subject} said it was {rng.choice(ADJECTIVES)} work.",
     ]
-    return " ".join([opening, *_pick(rng, sentences, 2, 4)])
+    # A recap restates who, what, where and when in another order: practice in carrying facts
+    # over from earlier in a text.
+    recap = rng.choice(
+        (
+            f"So on {day}, in {city}, {p.full} {action}.",
+            f"That {day} in {city} is remembered because {p.full} {action}.",
+            f"In short, it was in {city}, on {day}, that {p.full} {action}.",
+        )
+    )
+    return " ".join([opening, *_pick(rng, sentences, 1, 3), recap])
 
 
 def _topic_paragraph(rng: random.Random, p: _Person) -> str:
-    """Everyday talk about things (sport, gadgets, food, travel and more)."""
-    a, b = rng.sample(THINGS, 2)
+    """Everyday talk about things and the fields they belong to (sports, technology, food,
+    travel and more)."""
+    topic = rng.choice(tuple(TOPICS))
+    a, b = rng.sample(TOPICS[topic], 2)
     sentences = [
+        f"{p.full} follows {topic} closely, from the {a} to the {b}.",
+        f"Anyone who likes {topic} has heard about the {a}.",
+        f"The {a} was the biggest {topic} story in {p.city} this week.",
+        f"{p.mention(rng)} has always loved {topic}, and the {b} most of all.",
         f"{p.full} spent an hour looking at the {a}.",
         f"{p.mention(rng)} prefers the {b} to the {a}.",
         f"In {p.city} the {a} is more popular than the {b}, says {p.full}.",

@@ -225,7 +225,7 @@ def test_all_four_labels_in_every_file(committed: dict[str, list[dict[str, Any]]
 def test_targets_follow_from_the_text(committed: dict[str, list[dict[str, Any]]]) -> None:
     """The answer is always recoverable from the text, so a model can learn it exactly."""
     templates = load_templates()
-    keywords = sample_data._TOPIC_KEYWORDS
+    keywords = sample_data.TOPIC_KEYWORDS
     for rows in committed.values():
         for row in rows:
             text, answer = raw_text(row, templates), target(row).strip()
