@@ -7,8 +7,11 @@ topics as the bundled datasets, in sentences of its own, and never uses the task
 instruction lines ("Extract the person's full name."), no ``Text:`` / ``Name:`` / ``Topic:`` /
 ``Summary:`` labels, no colons at all.
 
-Paragraphs often name one person several times (full name, then first name, then full name
-again), which teaches the model to copy names from context; that is what LoRA later builds on.
+Every document is about one person, named again and again (full name mostly, first name
+sometimes), and news-like paragraphs restate who did what, where and when. Within the short
+pretraining budget that is what teaches the model to copy names and facts from its context,
+which LoRA fine-tuning then builds on (measured: name extraction after the default 300-step SFT
+went from 0.03 to 1.0 exact match once the base model could copy).
 
 Everything here is pure Python and deterministic for a seed (``random.Random`` with a string
 seed is stable across runs and platforms).
@@ -28,6 +31,7 @@ __all__ = [
     "bundled_datasets_dir",
     "dataset_texts",
     "generic_documents",
+    "iter_generic_documents",
     "tokenizer_training_texts",
 ]
 

@@ -187,8 +187,7 @@ def build_tiny(
 ) -> None:
     """Builds the local tiny base models (llmops-tiny and llmops-tiny-student) and registers them.
 
-    Nothing is downloaded: the tokenizer and weights are trained here, deterministically. Models
-    already built under the directory are kept, and registering twice registers nothing new.
+    Trained here, deterministically; nothing is downloaded. Existing ones are kept as they are.
     """
     try:
         from llmops_workers import tiny
