@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup protos check-generated lint type test unit integration demo serve up bench clean
+.PHONY: setup protos lint type test unit integration demo serve up bench clean
 
 setup: $(VENV)/.synced
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llmops_services import seed
 from llmops_services.context import Platform
@@ -35,7 +35,6 @@ class Addresses:
 
     grpc: str
     metrics: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class PlatformProcess:

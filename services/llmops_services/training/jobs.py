@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from llmops_services.db.tables import CheckpointRow, JobEventRow, JobRow, utcnow
@@ -173,8 +172,3 @@ def requeue(session: Session, job: JobRow, reason: str) -> None:
         move(session, job, "CANCELLED", f"{reason}; the cancel completes")
         return
     move(session, job, "QUEUED", f"{reason}; attempt {job.attempt} queued")
-
-
-def set_fields(session: Session, job_id: str, **values: Any) -> None:
-    """Updates columns of a job without loading it."""
-    session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
