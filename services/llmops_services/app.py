@@ -20,6 +20,7 @@ from llmops_services.runtime.logs import configure_logging
 from llmops_services.runtime.metrics import start_metrics_server
 from llmops_services.runtime.server import GrpcServer, ServiceBinding, run_until_signalled
 from llmops_services.settings import Settings
+from llmops_services.training import metrics as training_metrics
 from llmops_services.training import service as training_service
 from llmops_services.training.service import Reconciler
 from llmops_services.unimplemented import unimplemented_bindings
@@ -78,6 +79,7 @@ class PlatformProcess:
                 self.settings.redis_url = self.redis.url
             self.queue = JobQueue(self.settings.redis_url)
             self.reconciler = Reconciler(platform, self.queue)
+            training_metrics.register(platform.db)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
         self.server = GrpcServer(self.settings, self._bindings(platform), keys)
         port = await self.server.start()
@@ -108,6 +110,7 @@ class PlatformProcess:
         if self.server is not None:
             await self.server.stop()
         if self.queue is not None:
+            training_metrics.unregister()
             await self.queue.close()
         if self.redis is not None:
             self.redis.stop()

@@ -3,12 +3,14 @@ database stays the truth, and the reconciler queues again what Redis loses."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -16,6 +18,7 @@ from arq.jobs import Job, JobStatus
 
 TRAINING_QUEUE = "llmops:training"
 TRAINING_FUNCTION = "run_training_job"
+WORKERS_PREFIX = "llmops:workers:"
 
 
 def arq_job_id(job_id: str, attempt: int) -> str:
@@ -52,11 +55,32 @@ class JobQueue:
         job = Job(arq_job_id(job_id, attempt), await self.pool(), _queue_name=self.queue_name)
         return await job.status() != JobStatus.not_found
 
+    async def workers(self) -> list[dict[str, Any]]:
+        """What the live workers advertise (see `advertise`); empty when none runs."""
+        pool = await self.pool()
+        found = []
+        async for key in pool.scan_iter(match=WORKERS_PREFIX + "*"):
+            raw = await pool.get(key)
+            if raw:
+                found.append(json.loads(raw))
+        return found
+
     async def close(self) -> None:
         """Closes the pool."""
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+
+
+async def advertise(redis: Any, owner: str, capabilities: dict[str, Any], ttl: float) -> None:
+    """Publishes a worker's capabilities for `ttl` seconds; a worker renews it while it lives."""
+    key = WORKERS_PREFIX + owner
+    await redis.set(key, json.dumps({"owner": owner, **capabilities}), px=int(ttl * 1000))
+
+
+async def withdraw(redis: Any, owner: str) -> None:
+    """Removes a stopping worker's advertisement."""
+    await redis.delete(WORKERS_PREFIX + owner)
 
 
 class PrivateRedis:

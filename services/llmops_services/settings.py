@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     watch_poll_seconds: float = Field(
         0.25, gt=0, description="How often a watch stream looks for new events."
     )
+    registry_address: str = Field(
+        "",
+        description="Where workers reach the Registry (gRPC); empty reads <data_dir>/stack.json.",
+    )
+    worker_api_key: str = Field(
+        "",
+        description="API key workers call the Registry with; empty: a worker makes its own "
+        "writer key while auth is on, and revokes it when it stops.",
+    )
+    worker_metrics_port: int = Field(
+        0, ge=-1, le=65535, description="A worker's Prometheus port; 0 free (advertised), -1 off."
+    )
     seed_sample_data: bool = Field(
         True, description="Register the bundled templates and demo datasets on start."
     )

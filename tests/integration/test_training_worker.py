@@ -4,21 +4,32 @@ SIGKILL mid-job is replaced and the job resumes from its checkpoint to exactly o
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
+import redis
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 import llmops
 from llmops.v1 import jobs_pb2
 from llmops.v1 import training_service_pb2 as pb
 from llmops_workers.tiny import build_tiny_model
 from tests.conftest import ServerThread, make_settings
+from tests.integration.test_tracing import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {
@@ -38,9 +49,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "student"
+    build_tiny_model(path, kind="student", pretrain_steps=2)
+    return path
+
+
 @pytest.fixture
 def stack(data_dir: Path) -> Iterator[ServerThread]:
-    settings = make_settings(data_dir, job_lease_seconds=3, reconcile_seconds=0.5)
+    settings = make_settings(data_dir, job_lease_seconds=8, reconcile_seconds=0.5)
     running = ServerThread(settings).start()
     yield running
     running.stop()
@@ -53,15 +71,16 @@ class Workers:
         self.env = {
             **os.environ,
             "LLMOPS_REDIS_URL": server.settings.redis_url,
-            "LLMOPS_JOB_LEASE_SECONDS": "3",
+            "LLMOPS_JOB_LEASE_SECONDS": "8",
         }
+        self.redis_url = server.settings.redis_url
         self.data_dir = server.settings.data_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "llmops", "worker", "--data-dir", str(self.data_dir)]
         process = subprocess.Popen(
-            command, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env={**self.env, **env}, cwd=ROOT, stdout=subprocess.DEVNULL
         )
         self.processes.append(process)
         return process
@@ -182,3 +201,192 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes(
 
 def test_the_training_stub_types_are_the_contracts() -> None:
     assert pb.TRAINING_METHOD_SFT == 1
+
+
+def _adverts(redis_url: str) -> list[dict[str, object]]:
+    """What the live workers advertise in Redis."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = list(client.scan_iter("llmops:workers:*"))
+        return [json.loads(str(client.get(key) or "{}")) for key in keys]
+    finally:
+        client.close()
+
+
+def _probed(redis_url: str, count: int) -> bool:
+    adverts = _adverts(redis_url)
+    return len(adverts) == count and not any(a.get("probing") for a in adverts)
+
+
+def _wait_done(client: llmops.Client, *job_ids: str) -> list[pb.TrainingJob]:
+    until(lambda: all(client.training.get(j).state in TERMINAL for j in job_ids), 400, "the jobs")
+    return [client.training.get(j) for j in job_ids]
+
+
+def test_every_method_runs_through_a_worker_to_a_registered_adapter(
+    stack: ServerThread, workers: Workers, tiny_model: Path, tiny_student: Path
+) -> None:
+    workers.start()
+    short = {**FAST, "max_steps": 3, "save_steps": 3}
+    with llmops.Client(stack.address, timeout=30) as client:
+        client.models.create("tiny", str(tiny_model))
+        client.models.create("tiny-student", str(tiny_student))
+        sft = client.training.create("sft", "tiny", "demo-sft", hyperparameters=short)
+        qlora = client.training.create("qlora", "tiny", "demo-sft", hyperparameters=short)
+        (sft_done,) = _wait_done(client, sft.id)
+        assert sft_done.state == jobs_pb2.JOB_STATE_SUCCEEDED, sft_done.error.message
+        dpo = client.training.create(
+            "dpo",
+            "tiny",
+            "demo-preference",
+            parent_model=sft_done.result_model,
+            hyperparameters=short,
+        )
+        distill = client.training.create(
+            "distill",
+            "tiny-student",
+            "demo-sft",
+            teacher_model=sft_done.result_model,
+            hyperparameters=short,
+        )
+        ended = _wait_done(client, qlora.id, dpo.id, distill.id)
+        for job in ended:
+            assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, (job.method, job.error.message)
+            assert job.attempt == 1
+        models = {job.method: client.models.get(job.result_model) for job in ended}
+        assert models[pb.TRAINING_METHOD_QLORA].origin.method == "qlora"
+        assert models[pb.TRAINING_METHOD_DPO].origin.parent_model == sft_done.result_model
+        assert models[pb.TRAINING_METHOD_DISTILL].origin.teacher_model == sft_done.result_model
+        assert (
+            models[pb.TRAINING_METHOD_DISTILL].origin.base_model
+            == client.models.get("tiny-student").id
+        )
+        dpo_metrics = [
+            e.metrics for e in client.training.events(dpo.id) if e.metrics and "loss" in e.metrics
+        ]
+        assert dpo_metrics and {"rewards/accuracies", "rewards/margins"} <= set(dpo_metrics[-1])
+
+
+def test_qlora_is_refused_before_queueing_when_no_worker_can_load_bitsandbytes(
+    stack: ServerThread, workers: Workers, tiny_model: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "site" / "bitsandbytes"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('libbitsandbytes_cpu.so not found')\n")
+    workers.start(PYTHONPATH=str(broken.parent))
+    until(lambda: _probed(workers.redis_url, 1), 120, "the worker's capability probe")
+    (advert,) = _adverts(workers.redis_url)
+    assert advert["four_bit"] is False and "qlora" not in advert["methods"]  # type: ignore[operator]
+    with llmops.Client(stack.address, timeout=30) as client:
+        client.models.create("tiny", str(tiny_model))
+        with pytest.raises(llmops.FailedPrecondition) as refused:
+            client.training.create("qlora", "tiny", "demo-sft")
+        assert "libbitsandbytes_cpu.so not found" in str(refused.value)
+        assert "pip install 'bitsandbytes" in str(refused.value)
+        assert refused.value.precondition_violations[0].subject == "method"
+        assert list(client.training.list()) == []
+        sft = client.training.create(
+            "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 1}
+        )
+        assert sft.state == jobs_pb2.JOB_STATE_QUEUED
+
+
+def test_an_input_error_fails_the_job_at_once_without_a_retry(
+    stack: ServerThread, workers: Workers, tiny_model: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "no-chat-template"
+    shutil.copytree(tiny_model, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    chat = tmp_path / "chat.jsonl"
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    chat.write_text(json.dumps(row) + "\n")
+    workers.start()
+    with llmops.Client(stack.address, timeout=30) as client:
+        client.models.create("plain", str(plain))
+        client.datasets.upload(chat, kind="sft", name="chat")
+        job = client.training.create(
+            "sft", "plain", "chat", hyperparameters={**FAST, "max_steps": 2}
+        )
+        (done,) = _wait_done(client, job.id)
+        assert done.state == jobs_pb2.JOB_STATE_FAILED
+        assert done.attempt == 1
+        assert done.error.code == 3 and "no chat template" in done.error.message
+
+
+def _training_child(worker: subprocess.Popen[bytes]) -> int | None:
+    """The pid of the worker's training process (not multiprocessing's resource tracker)."""
+    for child in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split():
+        command = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in command:
+            return int(child)
+    return None
+
+
+def test_a_crashed_training_process_is_retried_and_resumes(
+    stack: ServerThread, workers: Workers, tiny_model: Path
+) -> None:
+    worker = workers.start()
+    with llmops.Client(stack.address, timeout=30) as client:
+        client.models.create("tiny", str(tiny_model))
+        job = client.training.create(
+            "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 12, "save_steps": 2}
+        )
+        until(lambda: len(client.training.checkpoints(job.id)) >= 1, 240, "a first checkpoint")
+        child = _training_child(worker)
+        assert child is not None
+        os.kill(child, signal.SIGKILL)
+        (done,) = _wait_done(client, job.id)
+        assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message
+        assert done.attempt == 2 and worker.poll() is None  # the same worker ran attempt 2
+        messages = [e.message for e in client.training.events(job.id)]
+        assert any("attempt 1 failed (training process exited with -9)" in m for m in messages)
+        assert any("attempt 2 resumes from step-" in m for m in messages)
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def test_training_metrics_and_the_trace_reach_prometheus_and_otlp(
+    stack: ServerThread, workers: Workers, tiny_model: Path
+) -> None:
+    collector = Collector()
+    receiver = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)  # type: ignore[no-untyped-call]
+    port = receiver.add_insecure_port("127.0.0.1:0")
+    receiver.start()
+    try:
+        workers.start(LLMOPS_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+        trace_id = secrets.token_hex(16)
+        caller = trace.SpanContext(
+            int(trace_id, 16), int(secrets.token_hex(8), 16), True, trace.TraceFlags(1)
+        )
+        with llmops.Client(stack.address, timeout=30) as client:
+            client.models.create("tiny", str(tiny_model))
+            with trace.use_span(trace.NonRecordingSpan(caller)):  # the SDK passes it on
+                job = client.training.create(
+                    "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 2}
+                )
+            (done,) = _wait_done(client, job.id)
+            assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message
+        assert stack.addresses is not None
+        served = _scrape(stack.addresses.metrics)
+        assert 'llmops_training_jobs{method="sft",state="SUCCEEDED"} 1.0' in served
+        assert "llmops_training_queue_depth 0.0" in served
+        (advert,) = _adverts(workers.redis_url)
+        worker_metrics = _scrape(str(advert["metrics"]))
+        assert 'llmops_training_job_duration_seconds_count{method="sft",state="SUCCEEDED"} 1.0' in (
+            worker_metrics
+        )
+        tokens = re.search(r'llmops_training_tokens_total\{method="sft"\} (\S+)', worker_metrics)
+        assert tokens is not None and float(tokens.group(1)) > 0
+        workers.stop()  # the worker flushes its spans as it stops
+        names = {name for trace, name in collector.spans if trace == trace_id}
+        assert {"llmops.training.attempt", "llmops.training.train"} <= names
+    finally:
+        receiver.stop(None)

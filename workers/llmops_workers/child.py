@@ -18,6 +18,7 @@ from typing import Any, Literal
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 
 STOP_NONE, STOP_CANCEL, STOP_PAUSE = 0, 1, 2
+_HINT = "install it on the workers (4-bit QLoRA needs: pip install 'bitsandbytes>=0.48')"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -65,6 +66,9 @@ def child_main(spec: TrainingSpec, queue: Queue[Any], control: Synchronized[int]
         queue.put(("result", result))
     except (ValueError, KeyError, FileNotFoundError) as error:
         queue.put(("error", "input", f"{type(error).__name__}: {error}"))
+    except ImportError as error:  # a library this method needs cannot load on this worker
+        module = error.name or "a library"
+        queue.put(("error", "precondition", f"this worker cannot load {module} ({error}); {_HINT}"))
     except Exception as error:
         queue.put(
             ("error", "internal", f"{type(error).__name__}: {error}\n{traceback.format_exc()}")

@@ -1,6 +1,13 @@
-"""Runs one attempt of a training job: claim it, build the engine's spec from the registry,
+"""Runs one attempt of a training job: claim it, resolve its inputs through the Registry,
 supervise the child process, write its events and checkpoints (fenced by attempt), and register
-the result. The database is written only while this attempt holds the job's lease."""
+the result through the Registry. The job's rows are written only while this attempt holds the
+job's lease.
+
+How an attempt ends decides what happens next: an error caused by the job's input (a dataset or
+model the engine refuses, an input deleted since the job was created) fails the job at once; an
+infrastructure failure (the training process dies, an unexpected exception, the Registry
+unreachable) is retried as a new attempt, from the last checkpoint, up to
+`LLMOPS_JOB_MAX_ATTEMPTS`."""
 
 from __future__ import annotations
 
@@ -15,13 +22,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+import llmops
 from llmops_services.context import Platform
-from llmops_services.db.tables import DatasetRow, JobRow, ModelRow, PromptTemplateRow
-from llmops_services.registry import models
+from llmops_services.db.tables import JobRow
 from llmops_services.runtime.context import job_id_var
 from llmops_services.training import jobs
+from llmops_workers import telemetry
 from llmops_workers.child import STOP_CANCEL, STOP_NONE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
+from llmops_workers.registry_link import Inputs, RegistryLink
+
+# Errors that the job's input causes: no new attempt would end differently.
+INPUT_ERRORS = (llmops.NotFound, llmops.InvalidArgument, llmops.FailedPrecondition)
+# What a FAILED job's error code is, by how its last attempt ended (google.rpc.Code values).
+ERROR_CODES = {"input": 3, "precondition": 9, "crash": 13, "internal": 13}
 
 log = logging.getLogger("llmops.worker")
 
@@ -33,54 +47,34 @@ class Attempt:
     job_id: str
     attempt: int
     owner: str
+    method: str = ""
 
 
-def _local(platform: Platform, uri: str) -> Path:
-    """A local path for a model or dataset URI (a store URI or a local directory)."""
-    if uri.startswith("store://"):
-        return platform.store.local_path(uri)
-    return Path(uri)
-
-
-def build_spec(platform: Platform, session: Session, job: JobRow, threads: int) -> TrainingSpec:
-    """The engine's input, resolved from the job's ids."""
-    base = session.get(ModelRow, job.model_id)
-    dataset = session.get(DatasetRow, job.dataset_id)
-    if base is None or dataset is None:
-        raise ValueError("the job's base model or dataset no longer exists")
-    validation = (
-        session.get(DatasetRow, job.validation_dataset_id) if job.validation_dataset_id else None
-    )
-    teacher = session.get(ModelRow, job.teacher_model_id) if job.teacher_model_id else None
-    parent = session.get(ModelRow, job.parent_model_id) if job.parent_model_id else None
-    template = (
-        session.get(PromptTemplateRow, (job.template_id, job.template_version))
-        if job.template_id
-        else None
-    )
-    done = jobs.checkpoints_of(session, job.id)
-    resume = _local(platform, done[-1].uri) if done else None
+def build_spec(
+    platform: Platform, job: JobRow, inputs: Inputs, resume: Path | None, threads: int
+) -> TrainingSpec:
+    """The engine's input: the resolved paths, this attempt's output directory, the values."""
     output = platform.store.path(f"jobs/{job.id}/attempt-{job.attempt}")
-    teacher_adapter = None
-    if teacher is not None and teacher.kind == "adapter":
-        teacher_adapter = _local(platform, teacher.uri)
-        teacher = session.get(ModelRow, teacher.base_model_id or "")
-        if teacher is None:
-            raise ValueError("the teacher adapter's base model no longer exists")
     return TrainingSpec(
-        teacher_adapter_dir=teacher_adapter,
         method=job.method,  # type: ignore[arg-type]
-        base_model_dir=_local(platform, base.uri),
+        base_model_dir=inputs.base_model_dir,
         output_dir=Path(output),
-        train_file=_local(platform, dataset.uri),
-        validation_file=_local(platform, validation.uri) if validation else None,
-        template=template.template if template else None,
+        train_file=inputs.train_file,
+        validation_file=inputs.validation_file,
+        template=inputs.template,
         hyperparameters=dict(job.resolved_hyperparameters),
-        teacher_model_dir=_local(platform, teacher.uri) if teacher else None,
-        parent_adapter_dir=_local(platform, parent.uri) if parent else None,
+        teacher_model_dir=inputs.teacher_model_dir,
+        teacher_adapter_dir=inputs.teacher_adapter_dir,
+        parent_adapter_dir=inputs.parent_adapter_dir,
         resume_from=resume,
         threads=threads,
     )
+
+
+def last_checkpoint(platform: Platform, job_id: str) -> Path | None:
+    """Where the newest complete checkpoint of the job is, if any."""
+    done = platform.db.run_sync(lambda s: jobs.checkpoints_of(s, job_id))
+    return platform.store.local_path(done[-1].uri) if done else None
 
 
 class Supervisor:
@@ -90,6 +84,8 @@ class Supervisor:
         self.platform = platform
         self.attempt = attempt
         self.settings = platform.settings
+        self._step = 0
+        self._tokens = 0.0
 
     def _fenced(self, work: Any) -> Any:
         """Runs `work(session, job)` only while this attempt owns the job; None otherwise."""
@@ -119,10 +115,24 @@ class Supervisor:
                 )
 
             self._fenced(log_step)
+            self._count(int(step), metrics)
         elif kind == "checkpoint":
             _, step, path, metrics = message
             uri = self.platform.store.uri(str(Path(path).relative_to(self.platform.store.root)))
             self._fenced(lambda s, job: jobs.record_checkpoint(s, job, int(step), uri, metrics))
+
+    def _count(self, step: int, metrics: dict[str, float]) -> None:
+        """Feeds the worker's Prometheus metrics from a training log."""
+        method = self.attempt.method
+        if step > self._step:
+            telemetry.STEPS.labels(method).inc(step - self._step)
+            self._step = step
+        seen = metrics.get("num_input_tokens_seen", 0.0)
+        if seen > self._tokens:
+            telemetry.TOKENS.labels(method).inc(seen - self._tokens)
+            self._tokens = seen
+        if "tokens_per_second" in metrics:
+            telemetry.TOKENS_PER_SECOND.labels(method).set(metrics["tokens_per_second"])
 
     def heartbeat(self) -> bool | None:
         """Renews the lease; returns whether a cancel was asked for, None if the lease is lost."""
@@ -183,8 +193,14 @@ async def supervise(platform: Platform, attempt: Attempt, spec: TrainingSpec) ->
     return outcome
 
 
-def finish(platform: Platform, attempt: Attempt, outcome: tuple[Any, ...]) -> str:
-    """Ends the attempt in the database: register and succeed, fail, cancel, or retry."""
+def finish(
+    platform: Platform,
+    attempt: Attempt,
+    outcome: tuple[Any, ...],
+    model: llmops.v1.registry_service_pb2.Model | None = None,
+) -> str:
+    """Ends the attempt in the job's row: succeed (with the model registered), fail, cancel,
+    pause, or queue the next attempt."""
     settings = platform.settings
 
     def work(session: Session) -> str:
@@ -195,60 +211,41 @@ def finish(platform: Platform, attempt: Attempt, outcome: tuple[Any, ...]) -> st
             result: TrainingResult = outcome[1]
             if result.status == "cancelled":
                 jobs.move(session, job, "CANCELLED", f"stopped at step {result.steps}")
+                _observe_end(job)
                 return "cancelled"
             if result.status == "paused":
                 job.lease_owner, job.lease_expires = "", None
                 jobs.move(session, job, "PAUSED", f"paused at step {result.steps}")
                 return "paused"
-            return _succeed(platform, session, job, result)
+            if model is None:
+                raise ValueError("a completed attempt ends with its registered model")
+            job.result_model_id = model.id
+            job.metrics = {**job.metrics, **result.metrics}
+            job.step = max(job.step, result.steps)
+            jobs.move(session, job, "SUCCEEDED", f"registered {model.name} v{model.version}")
+            _observe_end(job)
+            return "succeeded"
         _, kind, text = outcome
-        if kind == "crash" and job.attempt < settings.job_max_attempts:
-            jobs.requeue(session, job, text)
+        first_line = text.splitlines()[0] if text else "training failed"
+        if kind in ("crash", "internal") and job.attempt < settings.job_max_attempts:
+            jobs.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
             return "retry"
-        job.error_code = 3 if kind == "input" else 13
-        job.error_message = text.splitlines()[0] if text else "training failed"
-        jobs.move(session, job, "FAILED", job.error_message)
+        job.error_code = ERROR_CODES.get(kind, 13)
+        job.error_message = first_line
+        jobs.move(session, job, "FAILED", first_line)
+        _observe_end(job)
         return "failed"
 
     state: str = platform.db.run_sync(work)
     return state
 
 
-def _succeed(platform: Platform, session: Session, job: JobRow, result: TrainingResult) -> str:
-    produced = result.adapter_dir or result.model_dir
-    if produced is None:
-        raise ValueError("the engine finished without an adapter or a model")
-    key = str(Path(produced).relative_to(platform.store.root))
-    dataset = session.get(DatasetRow, job.dataset_id)
-    model = models.create_model(
-        session,
-        platform.store,
-        name=job.output_name,
-        kind="adapter" if result.adapter_dir else "merged",
-        uri=platform.store.uri(key),
-        description=f"{job.method} adapter trained by {job.id}",
-        base_model=job.model_id,
-        parent_model=job.parent_model_id,
-        teacher_model=job.teacher_model_id,
-        lineage={
-            "dataset_id": job.dataset_id,
-            "dataset_sha256": dataset.sha256 if dataset else "",
-            "method": job.method,
-            "hyperparameters": dict(job.resolved_hyperparameters),
-            "training_job_id": job.id,
-            "attempt": job.attempt,
-            "checkpoint_step": 0,
-            "template_id": job.template_id,
-            "template_version": job.template_version,
-        },
-        metrics={k: float(v) for k, v in result.metrics.items()},
-        idempotency_key=f"training:{job.id}",
-    )
-    job.result_model_id = model.id
-    job.metrics = {**job.metrics, **result.metrics}
-    job.step = max(job.step, result.steps)
-    jobs.move(session, job, "SUCCEEDED", f"registered {model.name} v{model.version} ({model.id})")
-    return "succeeded"
+def _observe_end(job: JobRow) -> None:
+    if job.start_time is not None and job.end_time is not None:
+        # SQLite gives back naive UTC times, the row just written holds aware ones
+        end, start = job.end_time.replace(tzinfo=None), job.start_time.replace(tzinfo=None)
+        seconds = (end - start).total_seconds()
+        telemetry.JOB_SECONDS.labels(job.method, job.state).observe(seconds)
 
 
 def _note(session: Session, attempt: Attempt, message: str) -> None:
@@ -258,27 +255,64 @@ def _note(session: Session, attempt: Attempt, message: str) -> None:
 
 
 async def run_attempt(
-    platform: Platform, job_id: str, attempt: int, owner: str, threads: int
+    platform: Platform, registry: RegistryLink, job_id: str, attempt: int, owner: str, threads: int
 ) -> str:
     """The whole attempt; returns how it ended."""
     job_id_var.set(job_id)
-    claimed = platform.db.run_sync(
+    claimed: JobRow | None = platform.db.run_sync(
         lambda s: jobs.claim(s, job_id, attempt, owner, platform.settings.job_lease_seconds)
     )
     if claimed is None:
         return "skipped"
-    this = Attempt(job_id, attempt, owner)
+    this = Attempt(job_id, attempt, owner, claimed.method)
+    began = time.monotonic()
+    telemetry.BUSY.set(1)
+    with telemetry.attempt_span(claimed.traceparent, job_id, attempt, claimed.method):
+        try:
+            ended = await _attempt(platform, registry, this, claimed, threads)
+        finally:
+            telemetry.BUSY.set(0)
+            telemetry.TOKENS_PER_SECOND.labels(claimed.method).set(0)
+    telemetry.ATTEMPT_SECONDS.labels(claimed.method, ended).observe(time.monotonic() - began)
+    return ended
+
+
+async def _attempt(
+    platform: Platform, registry: RegistryLink, this: Attempt, job: JobRow, threads: int
+) -> str:
     try:
-        spec = platform.db.run_sync(
-            lambda s: build_spec(platform, s, jobs.get_job(s, job_id), threads)
-        )
-    except ValueError as error:
-        return finish(platform, this, ("error", "input", str(error)))
-    if spec.resume_from is not None:
-        message = f"attempt {attempt} resumes from {spec.resume_from.name}"
+        with telemetry.phase("resolve_inputs"):
+            inputs = await registry.inputs(job)
+    except INPUT_ERRORS as error:
+        return finish(platform, this, ("error", "input", f"an input of the job: {error}"))
+    except Exception as error:
+        log.exception("could not resolve the inputs of %s", job.id)
+        return finish(platform, this, ("error", "internal", f"resolving inputs: {error}"))
+    resume = last_checkpoint(platform, job.id)
+    spec = build_spec(platform, job, inputs, resume, threads)
+    if resume is not None:
+        message = f"attempt {this.attempt} resumes from {resume.name}"
         log.info(message)
         platform.db.run_sync(lambda s: _note(s, this, message))
-    outcome = await supervise(platform, this, spec)
+    with telemetry.phase("train"):
+        outcome = await supervise(platform, this, spec)
     if outcome[0] == "lost":
         return "fenced"
-    return finish(platform, this, outcome)
+    if outcome[0] != "result" or outcome[1].status != "completed":
+        return finish(platform, this, outcome)
+    result: TrainingResult = outcome[1]
+    produced = result.adapter_dir or result.model_dir
+    if produced is None:
+        return finish(platform, this, ("error", "internal", "the engine saved no model"))
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    try:
+        with telemetry.phase("register"):
+            model = await registry.register(
+                job, produced, result.adapter_dir is not None, metrics, inputs.dataset_sha256
+            )
+    except INPUT_ERRORS as error:
+        return finish(platform, this, ("error", "input", f"registering the model: {error}"))
+    except Exception as error:
+        log.exception("could not register the model of %s", job.id)
+        return finish(platform, this, ("error", "internal", f"registering the model: {error}"))
+    return finish(platform, this, outcome, model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -10,40 +11,98 @@ from typing import Any, ClassVar
 from arq.connections import RedisSettings
 
 from llmops_services.context import Platform
-from llmops_services.queue import TRAINING_QUEUE
+from llmops_services.queue import (
+    TRAINING_FUNCTION,
+    TRAINING_QUEUE,
+    advertise,
+    arq_job_id,
+    withdraw,
+)
 from llmops_services.runtime.logs import configure_logging
+from llmops_services.runtime.metrics import start_metrics_server
+from llmops_services.runtime.tracing import configure_tracing, shutdown_tracing
 from llmops_services.settings import Settings
+from llmops_workers import capabilities
+from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import run_attempt
 
 log = logging.getLogger("llmops.worker")
+
+ADVERTISE_EVERY = 5.0
 
 
 async def run_training_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
     """One attempt of a training job (the arq job carries only the id and attempt)."""
     platform: Platform = ctx["platform"]
-    return await run_attempt(platform, job_id, attempt, ctx["owner"], ctx["threads"])
+    ended = await run_attempt(
+        platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"]
+    )
+    if ended == "retry":  # the next attempt now, rather than at the reconciler's next sweep
+        await ctx["redis"].enqueue_job(
+            TRAINING_FUNCTION,
+            job_id,
+            attempt + 1,
+            _job_id=arq_job_id(job_id, attempt + 1),
+            _queue_name=TRAINING_QUEUE,
+        )
+    return ended
+
+
+async def _advertise_forever(ctx: dict[str, Any]) -> None:
+    """Probes what this worker can run, then keeps its advertisement alive in Redis."""
+    found: dict[str, Any] = {"probing": True}
+    probing = asyncio.create_task(capabilities.probe())
+    while True:
+        if probing.done() and "probing" in found:
+            found = probing.result()
+        advert = {**found, "methods": capabilities.methods(found), "metrics": ctx["metrics"]}
+        try:
+            await advertise(ctx["redis"], ctx["owner"], advert, ttl=ADVERTISE_EVERY * 3)
+        except Exception:
+            log.exception("could not advertise this worker")
+        await asyncio.sleep(1.0 if "probing" in found else ADVERTISE_EVERY)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Opens the platform once per worker process."""
+    """Opens the platform and the Registry client, and starts advertising."""
     settings: Settings = ctx["settings"]
-    ctx["platform"] = Platform.open(settings)
     ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}"
-    log.info("worker started", extra={"owner": ctx["owner"]})
+    if settings.otlp_endpoint:
+        configure_tracing(f"{settings.service_name}-worker", settings.otlp_endpoint)
+    ctx["metrics"] = ""
+    if settings.worker_metrics_port >= 0:
+        port = start_metrics_server(settings.worker_metrics_port, settings.grpc_host)
+        ctx["metrics"] = f"http://{settings.grpc_host}:{port}/metrics"
+    platform = Platform.open(settings)
+    ctx["platform"] = platform
+    registry = RegistryLink.open(platform, ctx["owner"])
+    ctx["registry"] = registry
+    await registry.ready()
+    ctx["advertiser"] = asyncio.create_task(_advertise_forever(ctx))
+    log.info("worker started", extra={"owner": ctx["owner"], "metrics": ctx["metrics"]})
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Closes the platform."""
+    """Withdraws the advertisement and closes what startup opened."""
+    advertiser: asyncio.Task[None] | None = ctx.get("advertiser")
+    if advertiser is not None:
+        advertiser.cancel()
+        await asyncio.gather(advertiser, return_exceptions=True)
+        await withdraw(ctx["redis"], ctx["owner"])
+    registry: RegistryLink | None = ctx.get("registry")
+    if registry is not None:
+        await registry.close()
     platform: Platform | None = ctx.get("platform")
     if platform is not None:
         platform.close()
+    shutdown_tracing()
 
 
 def worker_settings(settings: Settings, threads: int = 1) -> type:
     """An arq WorkerSettings class bound to these settings.
 
     One job at a time (a worker is one GPU or one CPU budget); arq's own retries are off because
-    the reconciler retries from the database, with a new arq id per attempt.
+    retries are decided from the database, with a new arq id per attempt.
     """
 
     class WorkerSettings:

@@ -135,16 +135,32 @@ class ConnectionConfig:
         )
 
 
+def _find_propagator() -> Callable[[dict[str, str]], None] | None:
+    try:
+        from opentelemetry import propagate
+    except ImportError:  # the SDK does not need OpenTelemetry; without it, nothing to pass on
+        return None
+    return propagate.inject
+
+
+_inject_trace_context = _find_propagator()
+
+
 def _with_metadata(
     metadata: Sequence[tuple[str, str | bytes]] | None, api_key: str | None
 ) -> list[tuple[str, str | bytes]]:
-    """The call's metadata plus `authorization` and `x-request-id`, unless already there."""
+    """The call's metadata plus `authorization`, `x-request-id` and, when the caller is inside
+    an OpenTelemetry span, its W3C `traceparent`, unless already there."""
     pairs = list(metadata or ())
     keys = {key for key, _ in pairs}
     if api_key and AUTHORIZATION_KEY not in keys:
         pairs.append((AUTHORIZATION_KEY, f"Bearer {api_key}"))
     if REQUEST_ID_KEY not in keys:
         pairs.append((REQUEST_ID_KEY, new_request_id()))
+    if _inject_trace_context is not None and "traceparent" not in keys:
+        carrier: dict[str, str] = {}
+        _inject_trace_context(carrier)
+        pairs.extend(carrier.items())
     return pairs
 
 

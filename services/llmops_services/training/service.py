@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from google.protobuf import json_format
+from opentelemetry import propagate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,8 @@ from llmops_services.training import convert, jobs, requests
 
 log = logging.getLogger("llmops.training")
 
+INSTALL_4BIT = "install bitsandbytes>=0.48 on the workers (pip install 'bitsandbytes>=0.48')"
+
 _STATES = {value: name.removeprefix("JOB_STATE_") for name, value in jobs_pb2.JobState.items()}
 
 
@@ -42,6 +45,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         self, request: pb.CreateTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
         key = request.idempotency_key
+        if request.method == pb.TRAINING_METHOD_QLORA:
+            await self._check_four_bit(key)
 
         def work(session: Session) -> tuple[JobRow, bool]:
             if key:
@@ -83,6 +88,39 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         if created:
             await self._enqueue(row.id, row.attempt)
         return convert.training_job(row)
+
+    async def _check_four_bit(self, key: str) -> None:
+        """Refuses QLoRA when workers run and none can load 4-bit weights.
+
+        With no live worker the job is queued: the first worker to start takes it, and fails it
+        with the same advice if it cannot load bitsandbytes either.
+        """
+        if key:
+            earlier = await self.db.run(
+                lambda s: s.scalars(select(JobRow.id).where(JobRow.idempotency_key == key)).first()
+            )
+            if earlier is not None:
+                return
+        try:
+            workers = await self.queue.workers()
+        except Exception:  # Redis down: the job is safe in the database; the worker decides
+            log.exception("could not read the workers' capabilities")
+            return
+        if not workers or any(w.get("four_bit") or w.get("probing") for w in workers):
+            return
+        reasons = sorted({str(w.get("four_bit_error", "")) for w in workers} - {""})
+        raise FailedPrecondition(
+            f"no worker can train in 4-bit: {'; '.join(reasons) or 'bitsandbytes is missing'}; "
+            f"{INSTALL_4BIT}, or train with method SFT",
+            violations=[
+                PreconditionViolation(
+                    "CAPABILITY",
+                    "method",
+                    f"QLORA needs bitsandbytes 4-bit on a worker; {len(workers)} live worker(s) "
+                    "cannot load it",
+                )
+            ],
+        )
 
     async def _enqueue(self, job_id: str, attempt: int) -> None:
         try:
@@ -214,6 +252,12 @@ def _events_and_end(
 
 
 def _traceparent(context: Context) -> str:
+    """The trace context the job's worker spans continue: this call's own span when tracing is
+    on, else the caller's `traceparent`, else one made from the call's trace id."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier.get("traceparent"):
+        return carrier["traceparent"]
     for key, value in context.invocation_metadata() or ():
         if key == "traceparent":
             return str(value)[:64]

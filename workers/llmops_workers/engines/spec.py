@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from llmops_services.training.hyperparameters import DEFAULTS
+
 __all__ = [
     "DEFAULT_HYPERPARAMETERS",
     "HYPERPARAMETER_NAMES",
@@ -26,48 +28,10 @@ METHODS: tuple[Method, ...] = ("sft", "qlora", "dpo", "distill")
 StopRequest = Literal["", "cancel", "pause"]
 TrainingStatus = Literal["completed", "cancelled", "paused"]
 
-_COMMON: dict[str, object] = {
-    "max_steps": 300,
-    "per_device_train_batch_size": 16,
-    "gradient_accumulation_steps": 1,
-    "max_length": 256,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "target_modules": [],
-    "seed": 42,
-    "warmup_ratio": 0.03,
-    "weight_decay": 0.0,
-    "lr_scheduler_type": "linear",
-    "logging_steps": 10,
-    "save_steps": 100,
-    "eval_steps": 50,
-}
-_SFT: dict[str, object] = {
-    **_COMMON,
-    "learning_rate": 3e-3,
-    "max_steps": 450,
-    "packing": False,
-    "padding_free": False,
-    "completion_only_loss": True,
-}
-
-DEFAULT_HYPERPARAMETERS: dict[str, dict[str, object]] = {
-    "sft": dict(_SFT),
-    "qlora": {**_SFT, "double_quant": True},
-    "dpo": {**_COMMON, "learning_rate": 5e-4, "max_steps": 150, "beta": 0.1},
-    "distill": {
-        **_COMMON,
-        "learning_rate": 2e-3,
-        "temperature": 2.0,
-        "distill_alpha": 0.5,
-        "beta": 0.0,
-        "full_finetune": False,
-    },
-}
-"""Per method, values that train the platform's tiny 4-layer, 128-wide Llama well on two CPU
-cores (the same numbers as the Training service's `auto` defaults). `beta` is DPO's implicit
-reward temperature, and in distillation the weight of the reverse KL against the forward KL."""
+DEFAULT_HYPERPARAMETERS: dict[str, dict[str, object]] = DEFAULTS
+"""Per method, the Training service's `auto` values (one table for both): they train the
+platform's tiny Llama well on two CPU cores. `beta` is DPO's implicit reward temperature, and in
+distillation the weight of the reverse KL against the forward KL."""
 
 HYPERPARAMETER_NAMES: frozenset[str] = frozenset(
     {name for values in DEFAULT_HYPERPARAMETERS.values() for name in values} | {"num_train_epochs"}

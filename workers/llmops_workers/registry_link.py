@@ -1,0 +1,161 @@
+"""The worker's client of the Registry: it resolves a job's inputs and registers its output over
+gRPC, as any other client would, so the Registry's checks, idempotency and logs apply to them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import struct_pb2
+
+import llmops
+from llmops.v1 import registry_service_pb2 as registry_pb
+from llmops_services.context import Platform
+from llmops_services.db.tables import JobRow
+from llmops_services.runtime import auth
+from llmops_services.settings import Settings
+
+log = logging.getLogger("llmops.worker")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A job's inputs as the engine needs them: local paths and the template's text."""
+
+    base_model_dir: Path
+    train_file: Path
+    dataset_sha256: str
+    validation_file: Path | None
+    template: str | None
+    teacher_model_dir: Path | None
+    teacher_adapter_dir: Path | None
+    parent_adapter_dir: Path | None
+
+
+def registry_address(settings: Settings) -> str:
+    """`LLMOPS_REGISTRY_ADDRESS`, else the address the stack of the data dir recorded."""
+    if settings.registry_address:
+        return settings.registry_address
+    stack = settings.data_dir / "stack.json"
+    if stack.is_file():
+        return str(json.loads(stack.read_text()).get("grpc", ""))
+    return ""
+
+
+class RegistryLink:
+    """An open client plus, when the worker had to make one, its own API key."""
+
+    def __init__(self, platform: Platform, client: llmops.AsyncClient, key_id: str) -> None:
+        self.platform = platform
+        self.client = client
+        self._key_id = key_id
+
+    @classmethod
+    def open(cls, platform: Platform, owner: str) -> RegistryLink:
+        """Connects with `LLMOPS_WORKER_API_KEY`; without one, and only when auth is on, the
+        worker makes itself a writer key (it holds database credentials anyway) and revokes it
+        when it stops."""
+        settings = platform.settings
+        address = registry_address(settings)
+        if not address:
+            raise RuntimeError(
+                "no Registry address: set LLMOPS_REGISTRY_ADDRESS or start the worker with the "
+                "stack's --data-dir"
+            )
+        secret, key_id = settings.worker_api_key, ""
+        if not secret and any(not k.revoked for k in auth.list_keys(platform.db)):
+            made = auth.create_key(platform.db, "writer", f"worker {owner}")
+            secret, key_id = made.secret, made.key_id
+        client = llmops.AsyncClient(address, api_key=secret or "", timeout=60)
+        return cls(platform, client, key_id)
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Waits until the Registry answers and accepts the key (a key the worker just made is
+        known to the servers after their key cache refreshes, `LLMOPS_AUTH_CACHE_SECONDS`)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await self.client.datasets.list_page(page_size=1)
+                return
+            except (llmops.Unavailable, llmops.Unauthenticated):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def close(self) -> None:
+        """Closes the channel and revokes the worker's own key, if it made one."""
+        await self.client.close()
+        if self._key_id:
+            auth.revoke_key(self.platform.db, self._key_id)
+
+    def _local(self, uri: str) -> Path:
+        if uri.startswith("store://"):
+            return self.platform.store.local_path(uri)
+        return Path(uri)
+
+    async def _model_dir(self, model_id: str) -> Path:
+        return self._local((await self.client.models.get(model_id)).uri)
+
+    async def inputs(self, job: JobRow) -> Inputs:
+        """Resolves the ids the job recorded at creation; NotFound when one was deleted since."""
+        dataset = await self.client.datasets.get(job.dataset_id)
+        validation = None
+        if job.validation_dataset_id:
+            checked = await self.client.datasets.get(job.validation_dataset_id)
+            validation = self._local(checked.uri)
+        template = None
+        if job.template_id:
+            found = await self.client.templates.get(job.template_id, job.template_version)
+            template = found.template
+        teacher_dir = teacher_adapter = None
+        if job.teacher_model_id:
+            teacher = await self.client.models.get(job.teacher_model_id)
+            if teacher.kind == registry_pb.MODEL_KIND_ADAPTER:
+                teacher_adapter = self._local(teacher.uri)
+                teacher_dir = await self._model_dir(teacher.origin.base_model)
+            else:
+                teacher_dir = self._local(teacher.uri)
+        parent = await self._model_dir(job.parent_model_id) if job.parent_model_id else None
+        return Inputs(
+            base_model_dir=await self._model_dir(job.model_id),
+            train_file=self._local(dataset.uri),
+            dataset_sha256=dataset.sha256,
+            validation_file=validation,
+            template=template,
+            teacher_model_dir=teacher_dir,
+            teacher_adapter_dir=teacher_adapter,
+            parent_adapter_dir=parent,
+        )
+
+    async def register(
+        self, job: JobRow, produced: Path, adapter: bool, metrics: dict[str, float], sha256: str
+    ) -> registry_pb.Model:
+        """Registers what the job produced, once per job whatever the attempt (idempotent)."""
+        hyperparameters = struct_pb2.Struct()
+        hyperparameters.update(dict(job.resolved_hyperparameters))
+        origin = registry_pb.ModelOrigin(
+            base_model=job.model_id,
+            dataset=job.dataset_id,
+            dataset_sha256=sha256,
+            method=job.method,
+            hyperparameters=hyperparameters,
+            training_job=job.id,
+            attempt=job.attempt,
+            template_id=job.template_id,
+            template_version=job.template_version,
+            teacher_model=job.teacher_model_id,
+            parent_model=job.parent_model_id,
+        )
+        key = str(produced.relative_to(self.platform.store.root))
+        return await self.client.models.create(
+            job.output_name,
+            self.platform.store.uri(key),
+            kind="adapter" if adapter else "merged",
+            description=f"{job.method} {'adapter' if adapter else 'model'} trained by {job.id}",
+            origin=origin,
+            metrics=metrics,
+            idempotency_key=f"training:{job.id}",
+        )
