@@ -27,6 +27,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "auth_cache_seconds": 0,
         "shutdown_grace_seconds": 5,
         "reconcile_seconds": 3600,
+        # aliases are plain labels unless a test is about the promotion gate
+        "protected_aliases": [],
     }
     values.update(overrides)
     return Settings(**values)

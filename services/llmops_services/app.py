@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llmops_services import seed
 from llmops_services.context import Platform
+from llmops_services.eval import service as eval_service
 from llmops_services.queue import JobQueue, PrivateRedis
 from llmops_services.registry import service as registry_service
 from llmops_services.runtime.auth import ApiKeyCache
@@ -60,8 +61,10 @@ class PlatformProcess:
         bindings = []
         if "registry" in self.services:
             bindings.append(registry_service.binding(platform))
-        if self.queue is not None:
+        if self.queue is not None and "training" in self.services:
             bindings.append(training_service.binding(platform, self.queue))
+        if self.queue is not None and "eval" in self.services:
+            bindings.append(eval_service.binding(platform, self.queue))
         wanted = {f"llmops.v1.{name.capitalize()}Service" for name in self.services}
         served = {b.full_name for b in bindings}
         bindings += [b for b in unimplemented_bindings() if b.full_name in wanted - served]
@@ -73,7 +76,7 @@ class PlatformProcess:
         self.platform = platform
         if self.settings.seed_sample_data and "registry" in self.services:
             seed.seed(platform)
-        if "training" in self.services:
+        if {"training", "eval"} & set(self.services):  # the services that queue jobs
             if not self.settings.redis_url:
                 self.redis = PrivateRedis(self.settings.data_dir / "redis").start()
                 self.settings.redis_url = self.redis.url

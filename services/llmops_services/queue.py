@@ -18,6 +18,9 @@ from arq.jobs import Job, JobStatus
 
 TRAINING_QUEUE = "llmops:training"
 TRAINING_FUNCTION = "run_training_job"
+EVAL_FUNCTION = "run_eval_job"
+FUNCTIONS = {"training": TRAINING_FUNCTION, "eval": EVAL_FUNCTION}
+"""The worker function that runs each kind of job; one queue carries them all."""
 WORKERS_PREFIX = "llmops:workers:"
 
 
@@ -27,7 +30,7 @@ def arq_job_id(job_id: str, attempt: int) -> str:
 
 
 class JobQueue:
-    """Enqueues training attempts and tells whether Redis still knows one."""
+    """Enqueues job attempts and tells whether Redis still knows one."""
 
     def __init__(self, redis_url: str, queue_name: str = TRAINING_QUEUE) -> None:
         self.redis_url = redis_url
@@ -42,11 +45,11 @@ class JobQueue:
             )
         return self._pool
 
-    async def enqueue(self, job_id: str, attempt: int) -> bool:
-        """Queues an attempt; False when Redis already holds it."""
+    async def enqueue(self, job_id: str, attempt: int, kind: str = "training") -> bool:
+        """Queues an attempt of a job of `kind`; False when Redis already holds it."""
         pool = await self.pool()
         queued = await pool.enqueue_job(
-            TRAINING_FUNCTION, job_id, attempt, _job_id=arq_job_id(job_id, attempt)
+            FUNCTIONS[kind], job_id, attempt, _job_id=arq_job_id(job_id, attempt)
         )
         return queued is not None
 

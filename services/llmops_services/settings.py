@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parents[2] / "config",
         description="Where prompt_templates.json and the bundled datasets live.",
     )
+    eval_gates_file: Path | None = Field(
+        None, description="The eval gates (YAML); unset means <config_dir>/eval_gates.yaml."
+    )
     protected_aliases: list[str] = Field(
         default_factory=lambda: ["production"],
         description="Aliases that only a model with a passing gated eval run may take.",

@@ -343,7 +343,7 @@ async def test_model_aliases_history_and_rollback(server: ServerThread, tmp_path
             await client.models.rollback("", "production")
 
 
-# Training, Eval and Inference: local checks, then UNIMPLEMENTED from this server
+# Training, Eval and Inference: local checks, then the server's answers
 
 
 async def test_training_calls_are_checked_then_unimplemented(server: ServerThread) -> None:
@@ -417,30 +417,31 @@ async def test_training_calls_are_checked_then_unimplemented(server: ServerThrea
             await training.register_checkpoint("", 1)
 
 
-async def test_eval_calls_are_checked_then_unimplemented(server: ServerThread) -> None:
+async def test_eval_calls_are_checked_then_answered(server: ServerThread) -> None:
     async with llmops.AsyncClient(server.address, timeout=10) as client:
         runs = client.eval
-        rpc = "EvalService."
-        await unimplemented(
-            runs.create(
+        with pytest.raises(llmops.NotFound):
+            await runs.create(
                 "ada@staging",
                 "demo-eval",
                 gate=True,
                 task="extraction",
                 limit=10,
                 generation=eval_service_pb2.GenerationConfig(max_new_tokens=16),
-            ),
-            rpc + "CreateEvalRun",
-        )
-        await unimplemented(runs.get(RUN), rpc + "GetEvalRun")
-        await unimplemented(
-            collect(runs.list(model="ada", state="succeeded")), rpc + "ListEvalRuns"
-        )
-        await unimplemented(runs.cancel(RUN), rpc + "CancelEvalRun")
-        await unimplemented(collect(runs.events(RUN, page_size=5)), rpc + "ListEvalRunEvents")
-        await unimplemented(collect(runs.watch(RUN)), rpc + "WatchEvalRun")
-        await unimplemented(runs.compare(RUN, "eval-111111111111"), rpc + "CompareEvalRuns")
-        await unimplemented(runs.wait(RUN), rpc + "GetEvalRun")
+            )
+        for missing in (
+            runs.get(RUN),
+            runs.cancel(RUN),
+            collect(runs.events(RUN, page_size=5)),
+            collect(runs.watch(RUN)),
+            runs.compare(RUN, "eval-111111111111"),
+            runs.wait(RUN),
+        ):
+            with pytest.raises(llmops.NotFound):
+                await missing
+        assert await collect(runs.list(state="succeeded")) == []
+        with pytest.raises(llmops.NotFound):
+            await collect(runs.list(model="ada"))
 
         with local_error("limit must be 0 \\(all\\) or positive, not -1"):
             await runs.create("ada", "demo-eval", limit=-1)
@@ -525,7 +526,7 @@ def test_sync_registry_calls_the_cli_does_not_make(server: ServerThread, tmp_pat
         assert [m.id for m in client.models.list()] == [base.id]
 
 
-def test_sync_training_eval_and_inference_are_checked_then_unimplemented(
+def test_sync_training_eval_and_inference_are_checked_then_answered(
     server: ServerThread,
 ) -> None:
     with llmops.Client(server.address, timeout=10) as client:
@@ -538,10 +539,19 @@ def test_sync_training_eval_and_inference_are_checked_then_unimplemented(
             lambda: list(training.watch(JOB, timeout=5)),
             lambda: training.checkpoints(JOB),
             lambda: training.wait(JOB, timeout=5),
+            lambda: runs.create("ada", "demo-eval", gate=True),
+            lambda: runs.get(RUN),
+            lambda: list(runs.list(model="ada")),
+            lambda: runs.cancel(RUN),
+            lambda: list(runs.events(RUN)),
+            lambda: list(runs.watch(RUN, 2)),
+            lambda: runs.compare(RUN, RUN),
+            lambda: runs.wait(RUN),
         ):
             with pytest.raises(llmops.NotFound):
                 missing()
         assert list(training.list(state="queued")) == []
+        assert list(runs.list()) == []
         calls: list[tuple[Callable[[], object], str]] = [
             (lambda: training.pause(JOB), "TrainingService.PauseTrainingJob"),
             (lambda: training.resume(JOB), "TrainingService.ResumeTrainingJob"),
@@ -549,14 +559,6 @@ def test_sync_training_eval_and_inference_are_checked_then_unimplemented(
                 lambda: training.register_checkpoint(JOB, 5, "ckpt"),
                 "TrainingService.RegisterCheckpoint",
             ),
-            (lambda: runs.create("ada", "demo-eval", gate=True), "EvalService.CreateEvalRun"),
-            (lambda: runs.get(RUN), "EvalService.GetEvalRun"),
-            (lambda: list(runs.list(model="ada")), "EvalService.ListEvalRuns"),
-            (lambda: runs.cancel(RUN), "EvalService.CancelEvalRun"),
-            (lambda: list(runs.events(RUN)), "EvalService.ListEvalRunEvents"),
-            (lambda: list(runs.watch(RUN, 2)), "EvalService.WatchEvalRun"),
-            (lambda: runs.compare(RUN, RUN), "EvalService.CompareEvalRuns"),
-            (lambda: runs.wait(RUN), "EvalService.GetEvalRun"),
             (lambda: inference.generate("base", "2+2="), "InferenceService.Generate"),
             (
                 lambda: list(inference.stream_generate(template_id="extraction", text="Ida left.")),

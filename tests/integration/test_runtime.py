@@ -20,8 +20,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from llmops.v1 import (
-    eval_service_pb2,
-    eval_service_pb2_grpc,
     inference_service_pb2,
     inference_service_pb2_grpc,
     training_service_pb2,
@@ -85,9 +83,6 @@ async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio
         training_service_pb2_grpc.TrainingServiceStub(channel).PauseTrainingJob(
             training_service_pb2.PauseTrainingJobRequest(id="ftjob-1")
         ),
-        eval_service_pb2_grpc.EvalServiceStub(channel).GetEvalRun(
-            eval_service_pb2.GetEvalRunRequest(id="eval-1")
-        ),
         inference_service_pb2_grpc.InferenceServiceStub(channel).Generate(
             inference_service_pb2.GenerateRequest(prompt="hi")
         ),
@@ -97,8 +92,8 @@ async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio
             await call
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "not available" in (caught.value.details() or "")
-    stream = eval_service_pb2_grpc.EvalServiceStub(channel).WatchEvalRun(
-        eval_service_pb2.WatchEvalRunRequest(id="eval-1")
+    stream = inference_service_pb2_grpc.InferenceServiceStub(channel).StreamGenerate(
+        inference_service_pb2.StreamGenerateRequest()
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()

@@ -58,7 +58,7 @@ def test_sync_client_raises_typed_errors_with_field_violations(server: ServerThr
         with pytest.raises(llmops.InvalidArgument) as bad_template:
             client.templates.create("qa", "no placeholder here")
         assert bad_template.value.field_violations[0].field == "prompt_template.template"
-        with pytest.raises(llmops.Unimplemented):
+        with pytest.raises(llmops.NotFound):
             client.eval.get("eval-000000000000")
 
 

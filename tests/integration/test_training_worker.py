@@ -27,7 +27,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 import llmops
 from llmops.v1 import jobs_pb2
 from llmops.v1 import training_service_pb2 as pb
-from llmops_workers.tiny import build_tiny_model
 from tests.conftest import ServerThread, make_settings
 from tests.integration.test_tracing import Collector
 
@@ -40,20 +39,6 @@ FAST = {
     "lora_alpha": 8,
     "warmup_ratio": 0.0,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    build_tiny_model(path, pretrain_steps=2)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "student"
-    build_tiny_model(path, kind="student", pretrain_steps=2)
-    return path
 
 
 @pytest.fixture
@@ -387,6 +372,6 @@ def test_training_metrics_and_the_trace_reach_prometheus_and_otlp(
         assert tokens is not None and float(tokens.group(1)) > 0
         workers.stop()  # the worker flushes its spans as it stops
         names = {name for trace, name in collector.spans if trace == trace_id}
-        assert {"llmops.training.attempt", "llmops.training.train"} <= names
+        assert {"llmops.training.attempt", "llmops.job.train"} <= names
     finally:
         receiver.stop(None)

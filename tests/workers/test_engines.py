@@ -101,10 +101,10 @@ def safetensors(path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sft_run(
-    tiny_models: TinyModels, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_models: TinyModels, engine_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Run:
     """One uninterrupted LoRA SFT run, the reference for several tests."""
-    return train(make_spec(tiny_models, data_dir, tmp_path_factory.mktemp("sft")))
+    return train(make_spec(tiny_models, engine_data, tmp_path_factory.mktemp("sft")))
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_sft_reports_start_logs_and_only_complete_checkpoints(sft_run: Run) -> N
 
 
 def test_sft_trains_only_the_adapter_on_completion_tokens_of_rendered_prompts(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     import torch
 
@@ -166,7 +166,7 @@ def test_sft_trains_only_the_adapter_on_completion_tokens_of_rendered_prompts(
     rows = [{"prompt": "Ada Lovelace lives in London.", "completion": " Ada Lovelace"}] * 8
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path / "out",
         train_file=write_rows(tmp_path / "raw.jsonl", rows),
         template="Extract the person's full name.\nText: {text}\nName:",
@@ -196,13 +196,13 @@ def test_sft_trains_only_the_adapter_on_completion_tokens_of_rendered_prompts(
 
 
 def test_sft_with_a_validation_file_reports_eval_loss(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
-        validation_file=data_dir / "sft-validation.jsonl",
+        validation_file=engine_data / "sft-validation.jsonl",
         hyperparameters={**SFT_HP, "max_steps": 5, "eval_steps": 2, "save_steps": 0},
     )
     run = train(spec)
@@ -211,7 +211,7 @@ def test_sft_with_a_validation_file_reports_eval_loss(
     assert run.result.last_checkpoint is None
 
 
-def test_sft_on_chat_rows(tiny_models: TinyModels, data_dir: Path, tmp_path: Path) -> None:
+def test_sft_on_chat_rows(tiny_models: TinyModels, engine_data: Path, tmp_path: Path) -> None:
     rows = [
         {
             "messages": [
@@ -223,7 +223,7 @@ def test_sft_on_chat_rows(tiny_models: TinyModels, data_dir: Path, tmp_path: Pat
     ]
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         train_file=write_rows(tmp_path / "chat.jsonl", rows),
         hyperparameters={**SFT_HP, "max_steps": 2, "save_steps": 0},
@@ -233,10 +233,10 @@ def test_sft_on_chat_rows(tiny_models: TinyModels, data_dir: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("option", ["packing", "padding_free"])
 def test_sft_packing_and_padding_free_batches(
-    option: str, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    option: str, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     hp = {**SFT_HP, "max_steps": 2, "save_steps": 0, "logging_steps": 2, option: True}
-    run = train(make_spec(tiny_models, data_dir, tmp_path, hyperparameters=hp))
+    run = train(make_spec(tiny_models, engine_data, tmp_path, hyperparameters=hp))
     assert run.result.status == "completed"
     assert run.events.train_losses()[2] == pytest.approx(run.result.metrics["loss"])
 
@@ -245,9 +245,11 @@ def test_sft_packing_and_padding_free_batches(
 
 
 def test_cancel_stops_without_saving(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
-    spec = make_spec(tiny_models, data_dir, tmp_path, hyperparameters={**SFT_HP, "save_steps": 3})
+    spec = make_spec(
+        tiny_models, engine_data, tmp_path, hyperparameters={**SFT_HP, "save_steps": 3}
+    )
     run = train(spec, Recorder(stop_at={3: "cancel"}))
     assert run.result.status == "cancelled" and run.result.steps == 3
     assert run.result.adapter_dir is None and run.result.last_checkpoint is None
@@ -257,9 +259,9 @@ def test_cancel_stops_without_saving(
 
 
 def test_pause_checkpoints_and_resume_continues_bit_exactly(
-    sft_run: Run, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    sft_run: Run, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
-    first = make_spec(tiny_models, data_dir, tmp_path / "attempt-1")
+    first = make_spec(tiny_models, engine_data, tmp_path / "attempt-1")
     paused = train(first, Recorder(stop_at={5: "pause"}))
     assert paused.result.status == "paused" and paused.result.steps == 5
     assert paused.result.adapter_dir is None
@@ -283,14 +285,14 @@ def test_pause_checkpoints_and_resume_continues_bit_exactly(
 
 
 def test_resume_refuses_a_checkpoint_without_the_marker(
-    sft_run: Run, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    sft_run: Run, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     import shutil
 
     forged = tmp_path / "step-6"
     shutil.copytree(ckpt.checkpoint_dir(sft_run.spec.output_dir, 6), forged)
     (forged / ckpt.COMPLETE_MARKER).unlink()
-    spec = make_spec(tiny_models, data_dir, tmp_path / "out", resume_from=forged)
+    spec = make_spec(tiny_models, engine_data, tmp_path / "out", resume_from=forged)
     with pytest.raises(ValueError, match="no COMPLETE marker"):
         run_training(spec, Recorder())
     assert not (tmp_path / "out").exists()
@@ -315,14 +317,14 @@ def test_latest_complete_ignores_partial_and_staging_dirs(tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("gemv_4bit_is_an_error")
 def test_qlora_trains_through_evaluations(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="qlora",
-        validation_file=data_dir / "sft-validation.jsonl",
+        validation_file=engine_data / "sft-validation.jsonl",
         hyperparameters={**SFT_HP, "max_steps": 6, "eval_steps": 2, "save_steps": 0},
     )
     run = train(spec)
@@ -391,14 +393,14 @@ def test_without_the_fix_the_4bit_trap_shows_as_the_gemv_warning(tiny_models: Ti
 
 
 def test_dpo_runs_and_reports_rewards(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="dpo",
-        train_file=data_dir / "preference.jsonl",
+        train_file=engine_data / "preference.jsonl",
         hyperparameters={"max_steps": 6, "per_device_train_batch_size": 4, "logging_steps": 2},
     )
     run = train(spec)
@@ -410,16 +412,16 @@ def test_dpo_runs_and_reports_rewards(
 
 
 def test_dpo_continues_a_parent_adapter_against_it_as_reference(
-    sft_run: Run, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    sft_run: Run, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     parent = sft_run.result.adapter_dir
     assert parent is not None
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="dpo",
-        train_file=data_dir / "preference.jsonl",
+        train_file=engine_data / "preference.jsonl",
         parent_adapter_dir=parent,
         hyperparameters={"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1},
     )
@@ -440,17 +442,17 @@ def test_dpo_continues_a_parent_adapter_against_it_as_reference(
 
 
 def test_distill_from_an_adapter_teacher_lowers_the_student_loss(
-    sft_run: Run, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    sft_run: Run, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="distill",
         base_model_dir=tiny_models.student,
         teacher_model_dir=tiny_models.base,
         teacher_adapter_dir=sft_run.result.adapter_dir,
-        validation_file=data_dir / "sft-validation.jsonl",
+        validation_file=engine_data / "sft-validation.jsonl",
         hyperparameters={**SFT_HP, "logging_steps": 4, "eval_steps": 12, "save_steps": 0},
     )
     run = train(spec)
@@ -462,7 +464,7 @@ def test_distill_from_an_adapter_teacher_lowers_the_student_loss(
 
 
 def test_distill_loss_is_normalised_over_gradient_accumulation(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     """Two micro-batches of 4 must train exactly like one batch of 8."""
     losses: list[dict[int, tuple[float, float]]] = []
@@ -476,7 +478,7 @@ def test_distill_loss_is_normalised_over_gradient_accumulation(
         }
         spec = make_spec(
             tiny_models,
-            data_dir,
+            engine_data,
             tmp_path / str(batch),
             method="distill",
             base_model_dir=tiny_models.student,
@@ -491,11 +493,11 @@ def test_distill_loss_is_normalised_over_gradient_accumulation(
 
 
 def test_distill_full_finetune_saves_a_whole_model(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     spec = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="distill",
         base_model_dir=tiny_models.student,
@@ -566,12 +568,12 @@ def test_epochs_replace_the_default_step_count(tmp_path: Path) -> None:
 
 
 def test_a_good_spec_has_no_problems(
-    sft_run: Run, tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    sft_run: Run, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     assert check_spec(sft_run.spec) == []
     distill = make_spec(
         tiny_models,
-        data_dir,
+        engine_data,
         tmp_path,
         method="distill",
         base_model_dir=tiny_models.student,
@@ -584,7 +586,7 @@ def test_a_good_spec_has_no_problems(
 
 
 def test_check_spec_finds_the_problems(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     other_vocab = tmp_path / "other"
     other_vocab.mkdir()
@@ -596,7 +598,7 @@ def test_check_spec_finds_the_problems(
     cases: list[tuple[dict[str, Any], str]] = [
         ({"base_model_dir": tmp_path / "missing"}, "base model"),
         ({"train_file": tmp_path / "missing.jsonl"}, "does not exist"),
-        ({"train_file": data_dir / "preference.jsonl"}, 'rows must be {"prompt", "completion"}'),
+        ({"train_file": engine_data / "preference.jsonl"}, 'rows must be {"prompt", "completion"}'),
         ({"method": "dpo"}, 'rows must be {"prompt", "chosen", "rejected"} for dpo'),
         ({"method": "distill"}, "distill needs a teacher"),
         ({"teacher_model_dir": tiny_models.base}, "only used by distill"),
@@ -617,13 +619,13 @@ def test_check_spec_finds_the_problems(
         ({"train_file": chat, "base_model_dir": no_template}, "no chat template"),
     ]
     for changes, fragment in cases:
-        problems = check_spec(make_spec(tiny_models, data_dir, tmp_path / "out", **changes))
+        problems = check_spec(make_spec(tiny_models, engine_data, tmp_path / "out", **changes))
         assert any(fragment in problem for problem in problems), (changes, problems)
 
 
 def test_run_training_refuses_a_spec_with_problems(
-    tiny_models: TinyModels, data_dir: Path, tmp_path: Path
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
-    spec = make_spec(tiny_models, data_dir, tmp_path, method="distill")
+    spec = make_spec(tiny_models, engine_data, tmp_path, method="distill")
     with pytest.raises(ValueError, match="distill needs a teacher"):
         run_training(spec, Recorder())

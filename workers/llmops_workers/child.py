@@ -1,6 +1,7 @@
-"""The training child process: runs one engine, reports over a queue, dies with its parent.
+"""The child process of a job: runs one engine (training or eval), reports over a queue, and dies
+with its parent.
 
-Training runs here rather than in the worker's event loop: a blocking loop would stall arq's
+Engines run here rather than in the worker's event loop: a blocking loop would stall arq's
 polling and heartbeats, and a crash or OOM here cannot take the worker down with it.
 """
 
@@ -15,7 +16,8 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops_workers.engines.spec import TrainingResult, TrainingSpec
+from llmops_workers.engines.spec import TrainingSpec
+from llmops_workers.evaluation.spec import EvalSpec
 
 STOP_NONE, STOP_CANCEL, STOP_PAUSE = 0, 1, 2
 _HINT = "install it on the workers (4-bit QLoRA needs: pip install 'bitsandbytes>=0.48')"
@@ -52,18 +54,46 @@ class QueueEvents:
         return "cancel" if value == STOP_CANCEL else "pause" if value == STOP_PAUSE else ""
 
 
-def child_main(spec: TrainingSpec, queue: Queue[Any], control: Synchronized[int]) -> None:
-    """Entry point of the child: runs the engine and sends its result or its error."""
+class QueueEvalEvents:
+    """EvalEvents that forward progress to the parent and read its stop flag."""
+
+    def __init__(self, queue: Queue[Any], control: Synchronized[int]) -> None:
+        self._queue = queue
+        self._control = control
+
+    def on_start(self, total: int) -> None:
+        self._queue.put(("start", total))
+
+    def on_progress(self, done: int, total: int, metrics: dict[str, float]) -> None:
+        self._queue.put(("log", done, total, dict(metrics)))
+
+    def should_stop(self) -> bool:
+        return bool(self._control.value == STOP_CANCEL)
+
+
+def _run(spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]) -> Any:
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    if isinstance(spec, EvalSpec):
+        from llmops_workers.evaluation import run_eval
+
+        return run_eval(spec, QueueEvalEvents(queue, control))
+    from llmops_workers.engines import run_training
+
+    return run_training(spec, QueueEvents(queue, control))
+
+
+def child_main(
+    spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]
+) -> None:
+    """Entry point of the child: runs the training or eval engine and sends its result or its
+    error, classified: `input` (the job's data or model), `precondition` (a library missing
+    on this worker) or `internal` (anything else, which the worker retries)."""
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING)
     try:
-        import torch
-
-        torch.set_num_threads(spec.threads)
-        from llmops_workers.engines import run_training
-
-        result: TrainingResult = run_training(spec, QueueEvents(queue, control))
-        queue.put(("result", result))
+        queue.put(("result", _run(spec, queue, control)))
     except (ValueError, KeyError, FileNotFoundError) as error:
         queue.put(("error", "input", f"{type(error).__name__}: {error}"))
     except ImportError as error:  # a library this method needs cannot load on this worker

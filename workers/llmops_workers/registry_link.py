@@ -35,6 +35,17 @@ class Inputs:
     parent_adapter_dir: Path | None
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """An eval run's inputs: the model (a base or merged directory, plus an adapter), the
+    dataset file and the template's text."""
+
+    model_dir: Path
+    adapter_dir: Path | None
+    dataset_file: Path
+    template: str | None
+
+
 def registry_address(settings: Settings) -> str:
     """`LLMOPS_REGISTRY_ADDRESS`, else the address the stack of the data dir recorded."""
     if settings.registry_address:
@@ -129,6 +140,21 @@ class RegistryLink:
             teacher_adapter_dir=teacher_adapter,
             parent_adapter_dir=parent,
         )
+
+    async def eval_inputs(self, job: JobRow) -> EvalInputs:
+        """Resolves an eval run's model (an adapter resolves to its base plus itself)."""
+        model = await self.client.models.get(job.model_id)
+        adapter = None
+        model_dir = self._local(model.uri)
+        if model.kind == registry_pb.MODEL_KIND_ADAPTER:
+            adapter = model_dir
+            model_dir = await self._model_dir(model.origin.base_model)
+        dataset = await self.client.datasets.get(job.dataset_id)
+        template = None
+        if job.template_id:
+            found = await self.client.templates.get(job.template_id, job.template_version)
+            template = found.template
+        return EvalInputs(model_dir, adapter, self._local(dataset.uri), template)
 
     async def register(
         self, job: JobRow, produced: Path, adapter: bool, metrics: dict[str, float], sha256: str

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import queue as queue_module
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from llmops_services.training import jobs
 from llmops_workers import telemetry
 from llmops_workers.child import STOP_CANCEL, STOP_NONE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
+from llmops_workers.evaluation.spec import EvalSpec
 from llmops_workers.registry_link import Inputs, RegistryLink
 
 # Errors that the job's input causes: no new attempt would end differently.
@@ -151,8 +153,21 @@ class Supervisor:
         return result
 
 
-async def supervise(platform: Platform, attempt: Attempt, spec: TrainingSpec) -> tuple[Any, ...]:
-    """Runs the child to its end; returns ("result", TrainingResult) or ("error", kind, text)."""
+def _reap(child: Any) -> None:
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
+async def supervise(
+    platform: Platform, attempt: Attempt, spec: TrainingSpec | EvalSpec, exiting: list[Any]
+) -> tuple[Any, ...]:
+    """Runs the child to its end; returns ("result", TrainingResult) or ("error", kind, text).
+
+    A child that sent its result is left to exit on its own and put in `exiting`: the shutdown
+    of a process with torch loaded takes a second or two, which the job need not wait for.
+    """
     context = multiprocessing.get_context("spawn")
     reports: Any = context.Queue()
     control: Any = context.Value("i", STOP_NONE)
@@ -186,10 +201,10 @@ async def supervise(platform: Platform, attempt: Attempt, spec: TrainingSpec) ->
             else:
                 supervisor.on_message(message)
     finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        if outcome is not None and outcome[0] == "result":
+            exiting.append(child)
+        else:
+            await asyncio.to_thread(_reap, child)
     return outcome
 
 
@@ -211,7 +226,7 @@ def finish(
             result: TrainingResult = outcome[1]
             if result.status == "cancelled":
                 jobs.move(session, job, "CANCELLED", f"stopped at step {result.steps}")
-                _observe_end(job)
+                observe_end(job)
                 return "cancelled"
             if result.status == "paused":
                 job.lease_owner, job.lease_expires = "", None
@@ -223,24 +238,30 @@ def finish(
             job.metrics = {**job.metrics, **result.metrics}
             job.step = max(job.step, result.steps)
             jobs.move(session, job, "SUCCEEDED", f"registered {model.name} v{model.version}")
-            _observe_end(job)
+            observe_end(job)
             return "succeeded"
-        _, kind, text = outcome
-        first_line = text.splitlines()[0] if text else "training failed"
-        if kind in ("crash", "internal") and job.attempt < settings.job_max_attempts:
-            jobs.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
-            return "retry"
-        job.error_code = ERROR_CODES.get(kind, 13)
-        job.error_message = first_line
-        jobs.move(session, job, "FAILED", first_line)
-        _observe_end(job)
-        return "failed"
+        return end_with_error(session, job, outcome, settings.job_max_attempts)
 
     state: str = platform.db.run_sync(work)
     return state
 
 
-def _observe_end(job: JobRow) -> None:
+def end_with_error(session: Session, job: JobRow, outcome: tuple[Any, ...], attempts: int) -> str:
+    """Fails the job, or queues its next attempt when the error was infrastructure's."""
+    _, kind, text = outcome
+    first_line = text.splitlines()[0] if text else f"{job.kind} failed"
+    if kind in ("crash", "internal") and job.attempt < attempts:
+        jobs.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
+        return "retry"
+    job.error_code = ERROR_CODES.get(kind, 13)
+    job.error_message = first_line
+    jobs.move(session, job, "FAILED", first_line)
+    observe_end(job)
+    return "failed"
+
+
+def observe_end(job: JobRow) -> None:
+    """Records how long a job that just ended ran, in the worker's job duration histogram."""
     if job.start_time is not None and job.end_time is not None:
         # SQLite gives back naive UTC times, the row just written holds aware ones
         end, start = job.end_time.replace(tzinfo=None), job.start_time.replace(tzinfo=None)
@@ -254,31 +275,53 @@ def _note(session: Session, attempt: Attempt, message: str) -> None:
         jobs.append_event(session, job, jobs.Event("MESSAGE", message=message))
 
 
+AttemptBody = Callable[[Platform, RegistryLink, "Attempt", JobRow, int, list[Any]], Awaitable[str]]
+"""What one kind of job does once claimed: resolve, run the child, end the attempt."""
+
+
 async def run_attempt(
-    platform: Platform, registry: RegistryLink, job_id: str, attempt: int, owner: str, threads: int
+    platform: Platform,
+    registry: RegistryLink,
+    job_id: str,
+    attempt: int,
+    owner: str,
+    threads: int,
+    body: AttemptBody | None = None,
 ) -> str:
-    """The whole attempt; returns how it ended."""
+    """The whole attempt of a job (a training attempt unless `body` says otherwise); returns
+    how it ended."""
     job_id_var.set(job_id)
     claimed: JobRow | None = platform.db.run_sync(
         lambda s: jobs.claim(s, job_id, attempt, owner, platform.settings.job_lease_seconds)
     )
     if claimed is None:
         return "skipped"
-    this = Attempt(job_id, attempt, owner, claimed.method)
+    label = claimed.method or claimed.kind
+    this = Attempt(job_id, attempt, owner, label)
     began = time.monotonic()
     telemetry.BUSY.set(1)
-    with telemetry.attempt_span(claimed.traceparent, job_id, attempt, claimed.method):
+    exiting: list[Any] = []
+    with telemetry.attempt_span(claimed.traceparent, claimed, attempt):
         try:
-            ended = await _attempt(platform, registry, this, claimed, threads)
+            ended = await (body or training_attempt)(
+                platform, registry, this, claimed, threads, exiting
+            )
         finally:
+            for child in exiting:  # the worker takes no new job before its child is gone
+                await asyncio.to_thread(_reap, child)
             telemetry.BUSY.set(0)
-            telemetry.TOKENS_PER_SECOND.labels(claimed.method).set(0)
-    telemetry.ATTEMPT_SECONDS.labels(claimed.method, ended).observe(time.monotonic() - began)
+            telemetry.TOKENS_PER_SECOND.labels(label).set(0)
+    telemetry.ATTEMPT_SECONDS.labels(label, ended).observe(time.monotonic() - began)
     return ended
 
 
-async def _attempt(
-    platform: Platform, registry: RegistryLink, this: Attempt, job: JobRow, threads: int
+async def training_attempt(
+    platform: Platform,
+    registry: RegistryLink,
+    this: Attempt,
+    job: JobRow,
+    threads: int,
+    exiting: list[Any],
 ) -> str:
     try:
         with telemetry.phase("resolve_inputs"):
@@ -295,7 +338,7 @@ async def _attempt(
         log.info(message)
         platform.db.run_sync(lambda s: _note(s, this, message))
     with telemetry.phase("train"):
-        outcome = await supervise(platform, this, spec)
+        outcome = await supervise(platform, this, spec, exiting)
     if outcome[0] == "lost":
         return "fenced"
     if outcome[0] != "result" or outcome[1].status != "completed":

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge, Histogram
 
+from llmops_services.db.tables import JobRow
+
 ATTEMPT_SECONDS = Histogram(
     "llmops_training_attempt_duration_seconds",
     "Wall time of a training attempt on this worker, from claim to its end.",
@@ -42,31 +44,34 @@ _tracer = trace.get_tracer("llmops.worker")
 
 
 @contextmanager
-def attempt_span(traceparent: str, job_id: str, attempt: int, method: str) -> Iterator[None]:
-    """A span for one attempt, a child of the CreateTrainingJob call that made the job.
+def attempt_span(traceparent: str, job: JobRow, attempt: int) -> Iterator[None]:
+    """A span for one attempt, a child of the call that created the job.
 
     Without a tracer provider (no OTLP endpoint) this is a no-op span.
     """
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    attributes: dict[str, str | int] = {
+        "messaging.system": "redis",
+        "messaging.operation.type": "process",
+        "llmops.job.id": job.id,
+        "llmops.job.kind": job.kind,
+        "llmops.job.attempt": attempt,
+    }
+    if job.method:
+        attributes["llmops.training.method"] = job.method
     with _tracer.start_as_current_span(
-        "llmops.training.attempt",
+        f"llmops.{job.kind}.attempt",
         context=parent,
         kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "redis",
-            "messaging.operation.type": "process",
-            "llmops.job.id": job_id,
-            "llmops.job.attempt": attempt,
-            "llmops.training.method": method,
-        },
+        attributes=attributes,
     ):
         yield
 
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:
-    """A child span for one phase of an attempt (resolve inputs, train, register)."""
-    with _tracer.start_as_current_span(f"llmops.training.{name}"):
+    """A child span for one phase of an attempt (resolve inputs, train, register, ...)."""
+    with _tracer.start_as_current_span(f"llmops.job.{name}"):
         yield
 
 

@@ -1,4 +1,4 @@
-"""The arq worker: takes training attempts from Redis and runs them (`llmops worker`)."""
+"""The arq worker: takes training and eval attempts from Redis and runs them (`llmops worker`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from arq.connections import RedisSettings
 
 from llmops_services.context import Platform
 from llmops_services.queue import (
+    EVAL_FUNCTION,
     TRAINING_FUNCTION,
     TRAINING_QUEUE,
     advertise,
@@ -23,6 +24,7 @@ from llmops_services.runtime.metrics import start_metrics_server
 from llmops_services.runtime.tracing import configure_tracing, shutdown_tracing
 from llmops_services.settings import Settings
 from llmops_workers import capabilities
+from llmops_workers.eval_runner import eval_attempt
 from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import run_attempt
 
@@ -40,6 +42,23 @@ async def run_training_job(ctx: dict[str, Any], job_id: str, attempt: int) -> st
     if ended == "retry":  # the next attempt now, rather than at the reconciler's next sweep
         await ctx["redis"].enqueue_job(
             TRAINING_FUNCTION,
+            job_id,
+            attempt + 1,
+            _job_id=arq_job_id(job_id, attempt + 1),
+            _queue_name=TRAINING_QUEUE,
+        )
+    return ended
+
+
+async def run_eval_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+    """One attempt of an eval run."""
+    platform: Platform = ctx["platform"]
+    ended = await run_attempt(
+        platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"], eval_attempt
+    )
+    if ended == "retry":
+        await ctx["redis"].enqueue_job(
+            EVAL_FUNCTION,
             job_id,
             attempt + 1,
             _job_id=arq_job_id(job_id, attempt + 1),
@@ -106,7 +125,7 @@ def worker_settings(settings: Settings, threads: int = 1) -> type:
     """
 
     class WorkerSettings:
-        functions: ClassVar[list[Any]] = [run_training_job]
+        functions: ClassVar[list[Any]] = [run_training_job, run_eval_job]
         on_startup = startup
         on_shutdown = shutdown
         redis_settings = RedisSettings.from_dsn(settings.redis_url)

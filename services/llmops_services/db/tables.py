@@ -171,6 +171,7 @@ class JobRow(Base):
     error_code: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str] = mapped_column(Text, default="")
     result_model_id: Mapped[str] = mapped_column(String(32), default="")
+    report_uri: Mapped[str] = mapped_column(Text, default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str] = mapped_column(String(64), default="")

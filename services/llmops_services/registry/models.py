@@ -265,7 +265,13 @@ def _own_store_uri(session: Session, row: ModelRow) -> str:
 
 
 def set_alias(
-    session: Session, model_ref: str, alias: str, actor: str, reason: str, forced: bool = False
+    session: Session,
+    model_ref: str,
+    alias: str,
+    actor: str,
+    reason: str,
+    forced: bool = False,
+    eval_run: str = "",
 ) -> ModelAliasRow:
     """Points `<model name>@alias` at the model and records the move."""
     check_slug("alias", alias)
@@ -290,6 +296,7 @@ def set_alias(
             actor=actor,
             reason=reason,
             forced=forced,
+            eval_run=eval_run,
         )
     )
     session.flush()

@@ -12,10 +12,11 @@ from llmops.templates import placeholders, validate_template
 from llmops.v1 import registry_service_pb2 as pb
 from llmops.v1 import registry_service_pb2_grpc as pb_grpc
 from llmops_services.context import Platform
-from llmops_services.db.tables import ModelRow
+from llmops_services.db.tables import ModelAliasRow, ModelRow
 from llmops_services.errors import FieldViolation, InvalidArgument
+from llmops_services.eval import promotion
 from llmops_services.registry import convert, datasets, models, templates
-from llmops_services.registry.names import require
+from llmops_services.registry.names import check_slug, require
 from llmops_services.runtime.context import Context, current_principal
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
@@ -225,11 +226,25 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     ) -> pb.ModelAlias:
         require("model", request.model)
         require("alias", request.alias)
-        actor = current_principal().key_id
-        row = await self.db.run(
-            lambda s: models.set_alias(s, request.model, request.alias, actor, request.reason)
-        )
-        return convert.model_alias(row)
+        principal = current_principal()
+
+        def work(session: Session) -> ModelAliasRow:
+            check_slug("alias", request.alias)
+            model = models.find_model(session, request.model)
+            allowed = promotion.check_move(
+                self.platform, session, model, request.alias, request.force, principal
+            )
+            return models.set_alias(
+                session,
+                model.id,
+                request.alias,
+                principal.key_id,
+                request.reason,
+                forced=allowed.forced,
+                eval_run=allowed.eval_run,
+            )
+
+        return convert.model_alias(await self.db.run(work))
 
     async def DeleteModelAlias(
         self, request: pb.DeleteModelAliasRequest, context: Context
@@ -271,13 +286,29 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     ) -> pb.ModelAlias:
         require("model_name", request.model_name)
         require("alias", request.alias)
-        actor = current_principal().key_id
+        principal = current_principal()
         reason = request.reason or "rollback"
 
         def work(session: Session) -> pb.ModelAlias:
             target = models.rollback_target(session, request.model_name, request.alias)
+            allowed = promotion.check_move(
+                self.platform,
+                session,
+                models.find_model(session, target),
+                request.alias,
+                request.force,
+                principal,
+            )
             return convert.model_alias(
-                models.set_alias(session, target, request.alias, actor, reason)
+                models.set_alias(
+                    session,
+                    target,
+                    request.alias,
+                    principal.key_id,
+                    reason,
+                    forced=allowed.forced,
+                    eval_run=allowed.eval_run,
+                )
             )
 
         return await self.db.run(work)

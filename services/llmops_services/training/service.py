@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from functools import partial
 
 from google.protobuf import json_format
 from opentelemetry import propagate
@@ -16,6 +15,7 @@ from llmops.v1 import jobs_pb2
 from llmops.v1 import registry_service_pb2 as registry_pb
 from llmops.v1 import training_service_pb2 as pb
 from llmops.v1 import training_service_pb2_grpc as pb_grpc
+from llmops_services import job_api
 from llmops_services.context import Platform
 from llmops_services.db.tables import JobRow, utcnow
 from llmops_services.errors import FailedPrecondition, PreconditionViolation, Unimplemented
@@ -160,58 +160,27 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         self, request: pb.CancelTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
         require("id", request.id)
-
-        def work(session: Session) -> JobRow:
-            row = jobs.get_job(session, request.id)
-            if row.state in jobs.TERMINAL:
-                raise FailedPrecondition(
-                    f"job {row.id} already ended ({row.state})",
-                    violations=[
-                        PreconditionViolation("STATE", f"jobs/{row.id}", f"job is {row.state}")
-                    ],
-                )
-            if row.state in ("QUEUED", "PAUSED"):
-                jobs.move(session, row, "CANCELLED", "cancelled before it ran")
-            elif row.state == "RUNNING":
-                row.cancel_requested = True
-                jobs.move(session, row, "CANCELLING", "cancel requested; stops at its next step")
-            return row
-
-        return convert.training_job(await self.db.run(work))
+        row = await self.db.run(lambda s: job_api.cancel(s, request.id, "training"))
+        return convert.training_job(row)
 
     async def ListTrainingJobEvents(
         self, request: pb.ListTrainingJobEventsRequest, context: Context
     ) -> pb.ListTrainingJobEventsResponse:
         require("id", request.id)
-        page = page_of(request.page_size, request.page_token, request.id, default=100)
-
-        def work(session: Session) -> list[jobs_pb2.JobEvent]:
-            jobs.get_job(session, request.id)
-            rows = jobs.events_after(session, request.id, page.offset, page.limit + 1)
-            return [convert.job_event(r) for r in rows]
-
-        events = await self.db.run(work)
-        return pb.ListTrainingJobEventsResponse(
-            events=events[: page.limit], next_page_token=page.next_token(len(events))
+        events, token = await job_api.events_page(
+            self.db, request.id, "training", request.page_size, request.page_token
         )
+        return pb.ListTrainingJobEventsResponse(events=events, next_page_token=token)
 
     async def WatchTrainingJob(
         self, request: pb.WatchTrainingJobRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         require("id", request.id)
-        after = request.after_sequence
         poll = self.platform.settings.watch_poll_seconds
-        while True:
-            events, ended = await self.db.run(
-                partial(_events_and_end, job_id=request.id, after=after)
-            )
-            for event in events:
-                after = event.sequence
-                yield event
-            if ended and not events:
-                return
-            if not events:
-                await asyncio.sleep(poll)
+        async for event in job_api.watch(
+            self.db, request.id, "training", request.after_sequence, poll
+        ):
+            yield event
 
     async def ListTrainingJobCheckpoints(
         self, request: pb.ListTrainingJobCheckpointsRequest, context: Context
@@ -240,15 +209,6 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         raise Unimplemented(
             "TrainingService.RegisterCheckpoint is not available on this server yet"
         )
-
-
-def _events_and_end(
-    session: Session, job_id: str, after: int
-) -> tuple[list[jobs_pb2.JobEvent], bool]:
-    """The events after `after`, and whether the job has ended."""
-    row = jobs.get_job(session, job_id)
-    events = [convert.job_event(e) for e in jobs.events_after(session, row.id, after, 500)]
-    return events, row.state in jobs.TERMINAL
 
 
 def _traceparent(context: Context) -> str:
@@ -304,17 +264,15 @@ class Reconciler:
 
         await self.platform.db.run(expire)
         queued = await self.platform.db.run(_queued_attempts)
-        for job_id, attempt in queued:
+        for job_id, attempt, kind in queued:
             if not await self.queue.knows(job_id, attempt):
                 log.info("queueing %s attempt %s again", job_id, attempt)
-                await self.queue.enqueue(job_id, attempt)
+                await self.queue.enqueue(job_id, attempt, kind)
 
 
-def _queued_attempts(session: Session) -> list[tuple[str, int]]:
-    query = select(JobRow.id, JobRow.attempt).where(
-        JobRow.kind == "training", JobRow.state == "QUEUED"
-    )
-    return [(job_id, attempt) for job_id, attempt in session.execute(query).all()]
+def _queued_attempts(session: Session) -> list[tuple[str, int, str]]:
+    query = select(JobRow.id, JobRow.attempt, JobRow.kind).where(JobRow.state == "QUEUED")
+    return [(job_id, attempt, kind) for job_id, attempt, kind in session.execute(query).all()]
 
 
 def binding(platform: Platform, queue: JobQueue) -> ServiceBinding:

@@ -99,7 +99,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _prompt(row: Mapping[str, Any], template: str | None) -> str:
+def render_prompt(row: Mapping[str, Any], template: str | None) -> str:
     """The row's prompt, rendered into the template's `{text}` when there is one."""
     prompt = str(row["prompt"])
     return render(template, prompt) if template else prompt
@@ -110,7 +110,8 @@ def sft_rows(rows: list[dict[str, Any]], template: str | None) -> list[dict[str,
     if "messages" in rows[0]:
         return [{"messages": row["messages"]} for row in rows]
     return [
-        {"prompt": _prompt(row, template), "completion": str(row["completion"])} for row in rows
+        {"prompt": render_prompt(row, template), "completion": str(row["completion"])}
+        for row in rows
     ]
 
 
@@ -118,7 +119,7 @@ def preference_rows(rows: list[dict[str, Any]], template: str | None) -> list[di
     """Prompt/chosen/rejected rows with the prompt rendered."""
     return [
         {
-            "prompt": _prompt(row, template),
+            "prompt": render_prompt(row, template),
             "chosen": str(row["chosen"]),
             "rejected": str(row["rejected"]),
         }

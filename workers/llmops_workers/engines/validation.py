@@ -97,7 +97,7 @@ def _has_chat_template(model_dir: Path) -> bool:
     return bool(config.get("chat_template"))
 
 
-def _model_problems(name: str, path: Path | None) -> list[str]:
+def model_problems(name: str, path: Path | None) -> list[str]:
     """A Hugging Face model directory: a folder with a readable config.json."""
     if path is None:
         return []
@@ -108,7 +108,7 @@ def _model_problems(name: str, path: Path | None) -> list[str]:
     return []
 
 
-def _adapter_problems(name: str, path: Path | None) -> list[str]:
+def adapter_problems(name: str, path: Path | None) -> list[str]:
     if path is None:
         return []
     if not (path / "adapter_config.json").is_file():
@@ -130,8 +130,8 @@ def _teacher_problems(spec: TrainingSpec) -> list[str]:
         return []
     if spec.teacher_model_dir is None:
         return ["distill needs a teacher model (teacher_model_dir)"]
-    problems = _model_problems("teacher model", spec.teacher_model_dir)
-    problems += _adapter_problems("teacher adapter", spec.teacher_adapter_dir)
+    problems = model_problems("teacher model", spec.teacher_model_dir)
+    problems += adapter_problems("teacher adapter", spec.teacher_adapter_dir)
     if not problems:
         student, teacher = _vocab_size(spec.base_model_dir), _vocab_size(spec.teacher_model_dir)
         if student is not None and teacher is not None and student != teacher:
@@ -197,8 +197,8 @@ def check_spec(spec: TrainingSpec) -> list[str]:
     problems: list[str] = []
     if spec.threads < 1:
         problems.append("threads must be at least 1")
-    problems += _model_problems("base model", spec.base_model_dir)
-    problems += _adapter_problems("parent adapter", spec.parent_adapter_dir)
+    problems += model_problems("base model", spec.base_model_dir)
+    problems += adapter_problems("parent adapter", spec.parent_adapter_dir)
     problems += _teacher_problems(spec)
     if spec.template is not None:
         problems += [f"template: {problem}" for problem in validate_template(spec.template)]

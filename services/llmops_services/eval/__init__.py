@@ -1,0 +1,1 @@
+"""The Eval service: eval runs as worker jobs, their metrics, reports and gates."""

@@ -1,0 +1,200 @@
+"""EvalService: validate, persist, enqueue; report what workers measured, judged by the gates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from llmops.v1 import eval_service_pb2 as pb
+from llmops.v1 import eval_service_pb2_grpc as pb_grpc
+from llmops.v1 import jobs_pb2
+from llmops_services import job_api
+from llmops_services.context import Platform
+from llmops_services.db.tables import JobRow
+from llmops_services.eval import convert, gates, requests
+from llmops_services.queue import JobQueue
+from llmops_services.registry import models
+from llmops_services.registry.names import new_id, require
+from llmops_services.runtime.context import Context
+from llmops_services.runtime.pagination import page_of
+from llmops_services.runtime.server import ServiceBinding
+from llmops_services.training import jobs
+
+log = logging.getLogger("llmops.eval")
+
+KIND = "eval"
+_STATES = {value: name.removeprefix("JOB_STATE_") for name, value in jobs_pb2.JobState.items()}
+
+
+def gates_file(platform: Platform) -> Path:
+    """Where the gates live: `LLMOPS_EVAL_GATES_FILE`, else `<config dir>/eval_gates.yaml`."""
+    settings = platform.settings
+    return settings.eval_gates_file or settings.config_dir / "eval_gates.yaml"
+
+
+def latest_run(session: Session, model_ref: str, dataset_id: str) -> JobRow | None:
+    """The newest finished run of a model on a dataset (the baseline of a relative gate)."""
+    model = models.find_model(session, model_ref)
+    query = (
+        select(JobRow)
+        .where(
+            JobRow.kind == KIND,
+            JobRow.state == "SUCCEEDED",
+            JobRow.model_id == model.id,
+            JobRow.dataset_id == dataset_id,
+        )
+        .order_by(JobRow.end_time.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def verdicts(platform: Platform, session: Session, row: JobRow) -> list[gates.Verdict] | None:
+    """The gates' verdicts on a finished gated run, against the gates file as it is now; None
+    for a run that is not gated or not finished."""
+    if row.state != "SUCCEEDED" or not row.resolved_hyperparameters.get("gate"):
+        return None
+
+    def baseline(model_ref: str, task: str, metric: str) -> tuple[float, str] | None:
+        run = latest_run(session, model_ref, row.dataset_id)
+        if run is None:
+            return None
+        value = convert.measured(run).get((task, metric))
+        return None if value is None else (value, run.id)
+
+    return gates.judge(gates.load_gates(gates_file(platform)), convert.measured(row), baseline)
+
+
+class EvalService(pb_grpc.EvalServiceServicer):
+    """Evaluation runs of models on eval datasets."""
+
+    def __init__(self, platform: Platform, queue: JobQueue) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.queue = queue
+
+    def _message(self, session: Session, row: JobRow) -> pb.EvalRun:
+        return convert.eval_run(row, verdicts(self.platform, session, row))
+
+    async def CreateEvalRun(self, request: pb.CreateEvalRunRequest, context: Context) -> pb.EvalRun:
+        key = request.idempotency_key
+        if request.gate:  # a broken gates file is refused now, not after the run
+            gates.load_gates(gates_file(self.platform))
+
+        def work(session: Session) -> tuple[pb.EvalRun, str, int, bool]:
+            if key:
+                earlier = session.scalars(
+                    select(JobRow).where(JobRow.idempotency_key == key, JobRow.kind == KIND)
+                ).first()
+                if earlier is not None:
+                    return self._message(session, earlier), earlier.id, earlier.attempt, False
+            checked = requests.check(session, request)
+            row = JobRow(
+                id=new_id("eval"),
+                kind=KIND,
+                state="QUEUED",
+                model_id=checked.model.id,
+                dataset_id=checked.dataset.id,
+                template_id=checked.template_id,
+                template_version=checked.template_version,
+                hyperparameters=checked.settings,
+                resolved_hyperparameters=checked.settings,
+                attempt=1,
+                idempotency_key=key or None,
+            )
+            session.add(row)
+            session.flush()
+            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", "run created"))
+            return convert.eval_run(row), row.id, row.attempt, True
+
+        message, run_id, attempt, created = await self.db.run(work)
+        if created:
+            try:
+                await self.queue.enqueue(run_id, attempt, KIND)
+            except Exception:  # Redis down: the run is safe in the database
+                log.exception("could not queue %s; the reconciler will retry", run_id)
+        return message
+
+    async def GetEvalRun(self, request: pb.GetEvalRunRequest, context: Context) -> pb.EvalRun:
+        require("id", request.id)
+        return await self.db.run(lambda s: self._message(s, jobs.get_job(s, request.id, KIND)))
+
+    async def ListEvalRuns(
+        self, request: pb.ListEvalRunsRequest, context: Context
+    ) -> pb.ListEvalRunsResponse:
+        state = _STATES.get(request.state, "UNSPECIFIED")
+        page = page_of(request.page_size, request.page_token, request.model, state)
+
+        def work(session: Session) -> list[pb.EvalRun]:
+            query = select(JobRow).where(JobRow.kind == KIND)
+            if request.model:
+                query = query.where(JobRow.model_id == models.find_model(session, request.model).id)
+            if state != "UNSPECIFIED":
+                query = query.where(JobRow.state == state)
+            query = query.order_by(JobRow.create_time.desc(), JobRow.id)
+            rows = session.scalars(query.offset(page.offset).limit(page.limit + 1)).all()
+            return [self._message(session, r) for r in rows]
+
+        runs = await self.db.run(work)
+        return pb.ListEvalRunsResponse(
+            eval_runs=runs[: page.limit], next_page_token=page.next_token(len(runs))
+        )
+
+    async def CancelEvalRun(self, request: pb.CancelEvalRunRequest, context: Context) -> pb.EvalRun:
+        require("id", request.id)
+        return await self.db.run(lambda s: convert.eval_run(job_api.cancel(s, request.id, KIND)))
+
+    async def ListEvalRunEvents(
+        self, request: pb.ListEvalRunEventsRequest, context: Context
+    ) -> pb.ListEvalRunEventsResponse:
+        require("id", request.id)
+        events, token = await job_api.events_page(
+            self.db, request.id, KIND, request.page_size, request.page_token
+        )
+        return pb.ListEvalRunEventsResponse(events=events, next_page_token=token)
+
+    async def WatchEvalRun(
+        self, request: pb.WatchEvalRunRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        require("id", request.id)
+        poll = self.platform.settings.watch_poll_seconds
+        async for event in job_api.watch(self.db, request.id, KIND, request.after_sequence, poll):
+            yield event
+
+    async def CompareEvalRuns(
+        self, request: pb.CompareEvalRunsRequest, context: Context
+    ) -> pb.CompareEvalRunsResponse:
+        require("first", request.first)
+        require("second", request.second)
+
+        def work(session: Session) -> pb.CompareEvalRunsResponse:
+            first = jobs.get_job(session, request.first, KIND)
+            second = jobs.get_job(session, request.second, KIND)
+            a, b = convert.measured(first), convert.measured(second)
+            rows = [
+                pb.MetricComparison(
+                    task=task, metric=metric, first=a[key], second=b[key], delta=b[key] - a[key]
+                )
+                for key in sorted(a.keys() & b.keys())
+                for task, metric in (key,)
+            ]
+            return pb.CompareEvalRunsResponse(
+                first=self._message(session, first),
+                second=self._message(session, second),
+                rows=rows,
+            )
+
+        return await self.db.run(work)
+
+
+def binding(platform: Platform, queue: JobQueue) -> ServiceBinding:
+    """How to host the eval service on a server."""
+    servicer = EvalService(platform, queue)
+    return ServiceBinding(
+        full_name=pb.DESCRIPTOR.services_by_name["EvalService"].full_name,
+        add_to_server=lambda server: pb_grpc.add_EvalServiceServicer_to_server(servicer, server),
+    )
