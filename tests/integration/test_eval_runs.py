@@ -15,6 +15,7 @@ import llmops
 from llmops.v1 import eval_service_pb2 as pb
 from llmops.v1 import jobs_pb2
 from tests.conftest import ServerThread, make_settings
+from tests.integration.test_cli_commands import cli, rows
 from tests.integration.test_training_worker import TERMINAL, Workers, until
 
 GENERATION = pb.GenerationConfig(max_new_tokens=8, batch_size=8)
@@ -109,6 +110,24 @@ def test_an_eval_run_measures_every_task_reports_and_is_judged_by_the_gates(
         greedy = rows_by_key[("extraction", "exact_match")]
         assert greedy.delta == 0.0 and greedy.first == greedy.second  # greedy is deterministic
         assert [r.id for r in client.eval.list(model="tiny")] == [again.id, preference.id, run.id]
+    _the_cli_reports_runs_and_fails_on_a_gate(stack, run.id, again.id)
+
+
+def _the_cli_reports_runs_and_fails_on_a_gate(stack: ServerThread, first: str, second: str) -> None:
+    gated = cli(stack, "eval", "run", "-m", "tiny", "-d", "demo-eval", "--gate", "--wait")
+    assert gated.code == 1 and "failed the gates: extraction/exact_match" in gated.err
+    assert "GATE" in gated.out and "FAIL" in gated.out and "report: store://evals/" in gated.out
+    assert len(gated.err.strip().splitlines()) == 1 and "Traceback" not in gated.err
+    compared = cli(stack, "eval", "compare", first, second, "--output", "json").json()
+    compared_keys = {(r["task"], r["metric"]) for r in compared["rows"]}
+    assert ("extraction", "exact_match") in compared_keys
+    shown = cli(stack, "eval", "show", first, "--output", "json").json()
+    assert shown["id"] == first and shown["gate"] is True
+    listed = rows(cli(stack, "eval", "list", "--model", "tiny").ok().out)
+    assert len(listed) == 4 and listed[1]["ID"] == second and listed[-1]["ID"] == first
+    assert listed[-1]["GATES"] == "FAILED" and listed[1]["GATES"] == "-"
+    refused = cli(stack, "eval", "run", "-m", "tiny", "-d", "demo-sft")
+    assert refused.refused("INVALID_ARGUMENT") and "dataset" in refused.err
 
 
 def test_eval_requests_are_checked_before_anything_is_queued(
@@ -181,6 +200,7 @@ def _promotion_follows_the_gates(client: llmops.Client, stack: ServerThread, run
     assert move.forced and move.reason == "hotfix" and not move.eval_run
     client.models.delete_alias("tiny", "production")
     assert stack.settings.eval_gates_file is not None
+    strict = stack.settings.eval_gates_file.read_text()
     stack.settings.eval_gates_file.write_text(
         "gates:\n  - {task: extraction, metric: exact_match, min: 0.0}\n"
     )
@@ -188,3 +208,5 @@ def _promotion_follows_the_gates(client: llmops.Client, stack: ServerThread, run
     client.models.set_alias("tiny", "production", reason="passed the gates")
     latest = next(iter(client.models.alias_history("tiny", "production")))
     assert latest.eval_run == run_id and not latest.forced
+    stack.settings.eval_gates_file.write_text(strict)
+    assert not client.eval.get(run_id).gate_passed
