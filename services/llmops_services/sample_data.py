@@ -71,6 +71,12 @@ SAMPLE_DATASETS: list[SampleDataset] = [
         "demo-eval.test.jsonl",
         "Demo held-out test split over the three demo tasks (unseen name combinations).",
     ),
+    SampleDataset(
+        "demo-preference-test",
+        "preference",
+        "demo-preference.test.jsonl",
+        "Demo held-out preference pairs: what an eval run measures preference accuracy on.",
+    ),
 ]
 
 

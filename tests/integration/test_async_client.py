@@ -148,6 +148,7 @@ async def test_datasets(server: ServerThread, tmp_path: Path) -> None:
             "demo-sft",
             "demo-preference",
             "demo-eval",
+            "demo-preference-test",
         }
 
         page = await client.datasets.list_page(page_size=1, kind="eval")
@@ -503,7 +504,7 @@ def test_sync_registry_calls_the_cli_does_not_make(server: ServerThread, tmp_pat
 
         page = client.datasets.list_page(page_size=2)
         assert len(page.datasets) == 2 and page.next_page_token
-        assert len(list(client.datasets.list(page_size=1))) == 3
+        assert len(list(client.datasets.list(page_size=1))) == 4
 
         base_dir = str(make_base_model_dir(tmp_path))
         base = client.models.create("base", base_dir, metrics={"loss": 1.0}, idempotency_key="b")

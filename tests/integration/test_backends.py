@@ -39,6 +39,7 @@ def test_registry_on_postgresql_survives_a_restart(postgres_url: str, tmp_path: 
                 "demo-sft",
                 "demo-preference",
                 "demo-eval",
+                "demo-preference-test",
             }
             uploaded = client.datasets.upload(ROWS, kind="eval", name="pg-eval")
             base = client.models.create("pg-base", str(_model_dir(tmp_path / "base")))
@@ -59,7 +60,7 @@ def test_registry_on_postgresql_survives_a_restart(postgres_url: str, tmp_path: 
             assert client.models.get("pg-base").version == 2
             moves = list(client.models.alias_history("pg-base", "staging"))
             assert [m.reason for m in moves] == ["rollback", "second", "first"]
-            assert len(list(client.datasets.list())) == 4
+            assert len(list(client.datasets.list())) == 5
     finally:
         again.stop()
 

@@ -31,6 +31,7 @@ SEEDED = {
     "demo-sft": pb.DATASET_KIND_SFT,
     "demo-preference": pb.DATASET_KIND_PREFERENCE,
     "demo-eval": pb.DATASET_KIND_EVAL,
+    "demo-preference-test": pb.DATASET_KIND_PREFERENCE,
 }
 
 SFT_PAIRS = jsonl(

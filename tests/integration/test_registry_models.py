@@ -718,6 +718,7 @@ async def test_registry_data_survives_a_restart(tmp_path: Path) -> None:
             assert sorted(d.name for d in after.datasets) == [
                 "demo-eval",
                 "demo-preference",
+                "demo-preference-test",
                 "demo-sft",
                 "kept",
             ]

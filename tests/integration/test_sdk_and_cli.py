@@ -98,7 +98,12 @@ def test_cli_lists_shows_and_refuses(server: ServerThread, tmp_path: Path) -> No
 
     code, out, _ = _cli(server.address, "datasets", "list", "--output", "json")
     assert code == 0
-    assert {d["name"] for d in json.loads(out)} == {"demo-sft", "demo-preference", "demo-eval"}
+    assert {d["name"] for d in json.loads(out)} == {
+        "demo-sft",
+        "demo-preference",
+        "demo-eval",
+        "demo-preference-test",
+    }
 
     good = tmp_path / "good.jsonl"
     good.write_bytes(SFT_ROWS)

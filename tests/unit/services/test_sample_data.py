@@ -110,6 +110,7 @@ def test_sample_datasets_point_at_bundled_files() -> None:
         ("demo-sft", "sft", "demo-sft.train.jsonl"),
         ("demo-preference", "preference", "demo-preference.train.jsonl"),
         ("demo-eval", "eval", "demo-eval.test.jsonl"),
+        ("demo-preference-test", "preference", "demo-preference.test.jsonl"),
     ]
     for dataset in SAMPLE_DATASETS:
         name, kind, filename, description = dataset  # a plain tuple for the registry
