@@ -25,7 +25,7 @@ with the model's tokenizer) are shorter than `--max-new-tokens`. Greedy answers 
 the batch size (docs/evaluation.md): every run's predictions (examples.jsonl) are compared with
 the first run's at the smallest batch size, and the differences counted (exit status 1 if any).
 
-    .venv/bin/python bench/eval_throughput.py --quick                 # smoke run, about 2 minutes
+    .venv/bin/python bench/eval_throughput.py --quick    # smoke run: 24 rows, batch 1 and 8, once
     .venv/bin/python bench/eval_throughput.py [--limit 96] [--batch-sizes 1,8,16,32] \
         [--max-new-tokens 32] [--repeats 3] [--threads 1] [--model-dir DIR] [--json OUT]
 
@@ -73,27 +73,19 @@ class Row:
     batch_size: int
     examples_per_second: float
     eval_seconds: float
-    load_seconds: float
     ratio: float
-    differences: int  # the most in any one run of this batch size
     examples_per_second_runs: list[float]
 
 
 class QuietEvents:
     """EvalEvents that record nothing and never cancel."""
 
-    def on_start(self, total: int) -> None:
-        pass
+    def on_start(self, total: int) -> None: ...
 
-    def on_progress(self, done: int, total: int, metrics: dict[str, float]) -> None:
-        pass
+    def on_progress(self, done: int, total: int, metrics: dict[str, float]) -> None: ...
 
     def should_stop(self) -> bool:
         return False
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def child(args: argparse.Namespace) -> int:
@@ -131,8 +123,8 @@ def measure(args: argparse.Namespace, workdir: Path, batch_size: int, repeat: in
 
 
 def predictions(report: Path) -> dict[int, str]:
-    with (report / "examples.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    lines = (report / "examples.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     return {int(row["index"]): str(row["prediction"]) for row in rows}
 
 
@@ -149,19 +141,11 @@ def summarize(runs: list[Run], batch_sizes: list[int]) -> list[Row]:
     rows: list[Row] = []
     for batch_size in batch_sizes:
         mine = [r for r in runs if r.batch_size == batch_size]
-        rows.append(
-            Row(
-                batch_size=batch_size,
-                examples_per_second=statistics.median(r.examples_per_second for r in mine),
-                eval_seconds=statistics.median(r.eval_seconds for r in mine),
-                load_seconds=statistics.median(r.load_seconds for r in mine),
-                ratio=0.0,
-                differences=max(r.differences for r in mine),
-                examples_per_second_runs=[round(r.examples_per_second, 2) for r in mine],
-            )
-        )
-    for row in rows:
-        row.ratio = row.examples_per_second / rows[0].examples_per_second
+        speed = statistics.median(r.examples_per_second for r in mine)
+        ratio = speed / rows[0].examples_per_second if rows else 1.0
+        seconds = statistics.median(r.eval_seconds for r in mine)
+        each = [round(r.examples_per_second, 2) for r in mine]
+        rows.append(Row(batch_size, speed, seconds, ratio, each))
     return rows
 
 
@@ -212,7 +196,7 @@ def main(argv: Sequence[str]) -> int:
         if not (args.model_dir / "config.json").exists():
             from llmops_workers.tiny import build_tiny_model
 
-            log(f"building the tiny model in {args.model_dir} (about 1.5 min)")
+            print(f"building the tiny model in {args.model_dir} (1.5 min)", file=sys.stderr)
             build_tiny_model(args.model_dir, threads=args.threads)
         load_before = os.getloadavg()
         started = time.monotonic()
@@ -228,7 +212,7 @@ def main(argv: Sequence[str]) -> int:
                 if not reference:
                     reference = predicted
                     answers = list(predicted.values())
-                differences = sum(1 for i, p in predicted.items() if reference.get(i) != p)
+                indices = reference.keys() | predicted.keys()
                 run = Run(
                     batch_size=batch_size,
                     repeat=repeat,
@@ -236,17 +220,18 @@ def main(argv: Sequence[str]) -> int:
                     eval_seconds=float(summary["eval_seconds"]),
                     load_seconds=float(summary["load_seconds"]),
                     examples_per_second=float(summary["examples_per_second"]),
-                    differences=differences + abs(len(reference) - len(predicted)),
+                    differences=sum(1 for i in indices if reference.get(i) != predicted.get(i)),
                 )
                 runs.append(run)
-                log(
+                print(
                     f"[{repeat}/{args.repeats}] batch {batch_size}: "
                     f"{run.examples_per_second:.2f} examples/s, eval {run.eval_seconds:.1f} s, "
-                    f"load {run.load_seconds:.1f} s, {run.differences} differing predictions"
+                    f"load {run.load_seconds:.1f} s, {run.differences} differing predictions",
+                    file=sys.stderr,
+                    flush=True,
                 )
         short = short_answers(args.model_dir, answers, args.max_new_tokens)
     rows = summarize(runs, args.sizes)
-    load_after = os.getloadavg()
     versions = {name: metadata.version(name) for name in ("torch", "transformers")}
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -255,12 +240,9 @@ def main(argv: Sequence[str]) -> int:
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         **versions,
-        "examples": runs[0].examples,
-        "max_new_tokens": args.max_new_tokens,
-        "threads": args.threads,
-        "repeats": args.repeats,
+        **{key: getattr(args, key) for key in ("limit", "max_new_tokens", "threads", "repeats")},
         "load_average_before": load_before[0],
-        "load_average_after": load_after[0],
+        "load_average_after": os.getloadavg()[0],
         "total_seconds": round(time.monotonic() - started, 1),
         "answers_shorter_than_max_new_tokens": short,
     }
@@ -270,7 +252,10 @@ def main(argv: Sequence[str]) -> int:
         f"{runs[0].examples} rows of demo-eval.test, greedy, {args.max_new_tokens} new tokens, "
         f"{args.threads} torch thread(s); medians of {args.repeats} interleaved run(s)"
     )
-    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(
+        f"load average (1 min) before {load_before[0]:.2f}, "
+        f"after {context['load_average_after']:.2f}"
+    )
     print()
     print(table(rows))
     print()
@@ -282,13 +267,9 @@ def main(argv: Sequence[str]) -> int:
         f"{short} of {len(answers)} answers shorter than {args.max_new_tokens} tokens "
         "(stopped at EOS)."
     )
-    print(f"Model load per run (median, outside eval s): {rows[0].load_seconds:.1f} s")
     if args.json:
-        document = {
-            "context": context,
-            "rows": [asdict(r) for r in rows],
-            "runs": [asdict(r) for r in runs],
-        }
+        document = {"context": context, "rows": [asdict(r) for r in rows]}
+        document["runs"] = [asdict(r) for r in runs]
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     return 1 if total else 0
 

@@ -57,6 +57,7 @@ def _wait(client: llmops.Client, run_id: str) -> pb.EvalRun:
     return client.eval.get(run_id)
 
 
+@pytest.mark.timeout(900)  # five eval runs through one worker
 def test_an_eval_run_measures_every_task_reports_and_is_judged_by_the_gates(
     stack: ServerThread, workers: Workers, tiny_model: Path
 ) -> None:

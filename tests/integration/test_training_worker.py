@@ -208,6 +208,7 @@ def _wait_done(client: llmops.Client, *job_ids: str) -> list[pb.TrainingJob]:
     return [client.training.get(j) for j in job_ids]
 
 
+@pytest.mark.timeout(900)  # four jobs through one worker
 def test_every_method_runs_through_a_worker_to_a_registered_adapter(
     stack: ServerThread, workers: Workers, tiny_model: Path, tiny_student: Path
 ) -> None:

@@ -562,7 +562,7 @@ def test_every_hyperparameter_the_service_accepts_has_a_default() -> None:
 def test_epochs_replace_the_default_step_count(tmp_path: Path) -> None:
     spec = TrainingSpec("dpo", tmp_path, tmp_path, tmp_path, hyperparameters={"beta": 0.2})
     resolved = resolve_hyperparameters(spec)
-    assert resolved["beta"] == 0.2 and resolved["max_steps"] == 150
+    assert resolved["beta"] == 0.2 and resolved["max_steps"] == 300
     by_epochs = resolve_hyperparameters(replace(spec, hyperparameters={"num_train_epochs": 2}))
     assert "max_steps" not in by_epochs
 

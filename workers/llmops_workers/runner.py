@@ -174,7 +174,9 @@ async def supervise(
     child = context.Process(target=child_main, args=(spec, reports, control), daemon=True)
     child.start()
     supervisor = Supervisor(platform, attempt)
-    beat_every = max(platform.settings.job_lease_seconds / 4, 0.2)
+    # at least every second: the heartbeat is also how a cancel reaches the child, and a user
+    # who cancels should not wait a quarter of the lease for it (one row update per second)
+    beat_every = min(max(platform.settings.job_lease_seconds / 4, 0.2), 1.0)
     next_beat = 0.0
     outcome: tuple[Any, ...] | None = None
     try:

@@ -110,7 +110,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "completion_only_loss": True,
         "double_quant": True,
     },
-    "dpo": {**_COMMON, "learning_rate": 5e-4, "max_steps": 150, "beta": 0.1},
+    "dpo": {**_COMMON, "learning_rate": 2e-3, "max_steps": 300, "beta": 0.5},
     "distill": {
         **_COMMON,
         "learning_rate": 2e-3,
