@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from llmops.cli.main import app
 from llmops_workers import corpus, tiny
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import ServerThread
 
 torch = pytest.importorskip("torch")
 
@@ -220,23 +220,14 @@ def test_ensure_never_leaves_a_half_built_model(
 # The CLI
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[ServerThread]:
-    """A real server of its own (this folder's conftest gives `data_dir` another meaning, so the
-    root `server` fixture would share one database across tests here)."""
-    running = ServerThread(make_settings(tmp_path / "server")).start()
-    yield running
-    running.stop()
-
-
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_builds_and_registers_both_models_once(platform: ServerThread, tmp_path: Path) -> None:
+def test_cli_builds_and_registers_both_models_once(server: ServerThread, tmp_path: Path) -> None:
     out = tmp_path / "models"
-    args = ("--address", platform.address, "models", "build-tiny", "--output-dir", str(out))
+    args = ("--address", server.address, "models", "build-tiny", "--output-dir", str(out))
     code, stdout, stderr = invoke(*args, "--pretrain-steps", "5", "-o", "json")
     assert code == 0, stderr
     models = {m["name"]: m for m in json.loads(stdout)}
@@ -258,7 +249,7 @@ def test_cli_builds_and_registers_both_models_once(platform: ServerThread, tmp_p
     assert "building" not in stderr and "registered llmops-tiny" not in stderr
     assert stderr.count("is already registered") == 2
     assert "llmops-tiny-student" in stdout
-    code, stdout, _ = invoke("--address", platform.address, "models", "list", "-o", "json")
+    code, stdout, _ = invoke("--address", server.address, "models", "list", "-o", "json")
     assert sorted(m["id"] for m in json.loads(stdout)) == sorted(m["id"] for m in models.values())
 
     code, stdout, _ = invoke("models", "build-tiny", "--output-dir", str(out), "--no-register")
