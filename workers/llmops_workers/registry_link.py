@@ -110,6 +110,12 @@ class RegistryLink:
     async def _model_dir(self, model_id: str) -> Path:
         return self._local((await self.client.models.get(model_id)).uri)
 
+    async def _template(self, job: JobRow) -> str | None:
+        if not job.template_id:
+            return None
+        found = await self.client.templates.get(job.template_id, job.template_version)
+        return found.template
+
     async def inputs(self, job: JobRow) -> Inputs:
         """Resolves the ids the job recorded at creation; NotFound when one was deleted since."""
         dataset = await self.client.datasets.get(job.dataset_id)
@@ -117,10 +123,7 @@ class RegistryLink:
         if job.validation_dataset_id:
             checked = await self.client.datasets.get(job.validation_dataset_id)
             validation = self._local(checked.uri)
-        template = None
-        if job.template_id:
-            found = await self.client.templates.get(job.template_id, job.template_version)
-            template = found.template
+        template = await self._template(job)
         teacher_dir = teacher_adapter = None
         if job.teacher_model_id:
             teacher = await self.client.models.get(job.teacher_model_id)
@@ -150,11 +153,7 @@ class RegistryLink:
             adapter = model_dir
             model_dir = await self._model_dir(model.origin.base_model)
         dataset = await self.client.datasets.get(job.dataset_id)
-        template = None
-        if job.template_id:
-            found = await self.client.templates.get(job.template_id, job.template_version)
-            template = found.template
-        return EvalInputs(model_dir, adapter, self._local(dataset.uri), template)
+        return EvalInputs(model_dir, adapter, self._local(dataset.uri), await self._template(job))
 
     async def register(
         self, job: JobRow, produced: Path, adapter: bool, metrics: dict[str, float], sha256: str

@@ -22,16 +22,6 @@ def metric_key(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
 
-def measured(row: JobRow) -> dict[tuple[str, str], float]:
-    """A finished run's metric values by (task, metric)."""
-    values: dict[tuple[str, str], float] = {}
-    for key, entry in row.metrics.items():
-        task, _, metric = str(key).partition("/")
-        if metric and isinstance(entry, Mapping):
-            values[(task, metric)] = float(entry.get("value", 0.0))
-    return values
-
-
 def task_metrics(row: JobRow) -> list[pb.TaskMetric]:
     """The metrics of a run, ordered by task then metric."""
     found: list[pb.TaskMetric] = []
@@ -47,6 +37,11 @@ def task_metrics(row: JobRow) -> list[pb.TaskMetric]:
                 )
             )
     return found
+
+
+def measured(row: JobRow) -> dict[tuple[str, str], float]:
+    """A finished run's metric values by (task, metric)."""
+    return {(m.task, m.metric): m.value for m in task_metrics(row)}
 
 
 def eval_run(row: JobRow, verdicts: list[Verdict] | None = None) -> pb.EvalRun:

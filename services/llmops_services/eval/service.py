@@ -53,11 +53,19 @@ def latest_run(session: Session, model_ref: str, dataset_id: str) -> JobRow | No
     return session.scalars(query).first()
 
 
-def verdicts(platform: Platform, session: Session, row: JobRow) -> list[gates.Verdict] | None:
-    """The gates' verdicts on a finished gated run, against the gates file as it is now; None
-    for a run that is not gated or not finished."""
+def verdicts(
+    platform: Platform,
+    session: Session,
+    row: JobRow,
+    loaded: list[gates.Gate] | None = None,
+) -> list[gates.Verdict] | None:
+    """The gates' verdicts on a finished gated run, against the gates file as it is now (or
+    `loaded`, when the caller read it once for many runs); None for a run that is not gated or
+    not finished."""
     if row.state != "SUCCEEDED" or not row.resolved_hyperparameters.get("gate"):
         return None
+    if loaded is None:
+        loaded = gates.load_gates(gates_file(platform))
 
     def baseline(model_ref: str, task: str, metric: str) -> tuple[float, str] | None:
         run = latest_run(session, model_ref, row.dataset_id)
@@ -66,7 +74,7 @@ def verdicts(platform: Platform, session: Session, row: JobRow) -> list[gates.Ve
         value = convert.measured(run).get((task, metric))
         return None if value is None else (value, run.id)
 
-    return gates.judge(gates.load_gates(gates_file(platform)), convert.measured(row), baseline)
+    return gates.judge(loaded, convert.measured(row), baseline)
 
 
 class EvalService(pb_grpc.EvalServiceServicer):
@@ -77,8 +85,10 @@ class EvalService(pb_grpc.EvalServiceServicer):
         self.db = platform.db
         self.queue = queue
 
-    def _message(self, session: Session, row: JobRow) -> pb.EvalRun:
-        return convert.eval_run(row, verdicts(self.platform, session, row))
+    def _message(
+        self, session: Session, row: JobRow, loaded: list[gates.Gate] | None = None
+    ) -> pb.EvalRun:
+        return convert.eval_run(row, verdicts(self.platform, session, row, loaded))
 
     async def CreateEvalRun(self, request: pb.CreateEvalRunRequest, context: Context) -> pb.EvalRun:
         key = request.idempotency_key
@@ -137,7 +147,8 @@ class EvalService(pb_grpc.EvalServiceServicer):
                 query = query.where(JobRow.state == state)
             query = query.order_by(JobRow.create_time.desc(), JobRow.id)
             rows = session.scalars(query.offset(page.offset).limit(page.limit + 1)).all()
-            return [self._message(session, r) for r in rows]
+            loaded = gates.load_gates(gates_file(self.platform))  # once for the whole page
+            return [self._message(session, r, loaded) for r in rows]
 
         runs = await self.db.run(work)
         return pb.ListEvalRunsResponse(
@@ -177,10 +188,13 @@ class EvalService(pb_grpc.EvalServiceServicer):
             a, b = convert.measured(first), convert.measured(second)
             rows = [
                 pb.MetricComparison(
-                    task=task, metric=metric, first=a[key], second=b[key], delta=b[key] - a[key]
+                    task=task,
+                    metric=metric,
+                    first=a[(task, metric)],
+                    second=b[(task, metric)],
+                    delta=b[(task, metric)] - a[(task, metric)],
                 )
-                for key in sorted(a.keys() & b.keys())
-                for task, metric in (key,)
+                for task, metric in sorted(a.keys() & b.keys())
             ]
             return pb.CompareEvalRunsResponse(
                 first=self._message(session, first),
