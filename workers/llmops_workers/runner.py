@@ -29,7 +29,7 @@ from llmops_services.db.tables import JobRow
 from llmops_services.runtime.context import job_id_var
 from llmops_services.training import jobs
 from llmops_workers import telemetry
-from llmops_workers.child import STOP_CANCEL, STOP_NONE, child_main
+from llmops_workers.child import STOP_CANCEL, STOP_NONE, STOP_PAUSE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalSpec
 from llmops_workers.registry_link import Inputs, RegistryLink
@@ -136,10 +136,11 @@ class Supervisor:
         if "tokens_per_second" in metrics:
             telemetry.TOKENS_PER_SECOND.labels(method).set(metrics["tokens_per_second"])
 
-    def heartbeat(self) -> bool | None:
-        """Renews the lease; returns whether a cancel was asked for, None if the lease is lost."""
+    def heartbeat(self) -> int | None:
+        """Renews the lease; returns what the child should do (STOP_NONE, STOP_CANCEL or
+        STOP_PAUSE), None if the lease is lost."""
 
-        def renew(session: Session) -> bool | None:
+        def renew(session: Session) -> int | None:
             job = jobs.heartbeat(
                 session,
                 self.attempt.job_id,
@@ -147,9 +148,13 @@ class Supervisor:
                 self.attempt.owner,
                 self.settings.job_lease_seconds,
             )
-            return None if job is None else job.cancel_requested
+            if job is None:
+                return None
+            if job.cancel_requested:
+                return STOP_CANCEL
+            return STOP_PAUSE if job.pause_requested else STOP_NONE
 
-        result: bool | None = self.platform.db.run_sync(renew)
+        result: int | None = self.platform.db.run_sync(renew)
         return result
 
 
@@ -183,14 +188,14 @@ async def supervise(
         while outcome is None:
             now = time.monotonic()
             if now >= next_beat:
-                cancel = supervisor.heartbeat()
-                if cancel is None:
+                stop = supervisor.heartbeat()
+                if stop is None:
                     log.warning("lost the lease of %s; stopping", attempt.job_id)
                     control.value = STOP_CANCEL
                     outcome = ("lost", None)
                     break
-                if cancel:
-                    control.value = STOP_CANCEL
+                if stop != STOP_NONE and control.value != STOP_CANCEL:
+                    control.value = stop
                 next_beat = now + beat_every
             try:
                 message = await asyncio.to_thread(reports.get, True, 0.2)
@@ -232,7 +237,11 @@ def finish(
                 return "cancelled"
             if result.status == "paused":
                 job.lease_owner, job.lease_expires = "", None
-                jobs.move(session, job, "PAUSED", f"paused at step {result.steps}")
+                job.pause_requested = False
+                job.step = max(job.step, result.steps)
+                held = result.last_checkpoint
+                note = f"; resume continues from {held.name}" if held is not None else ""
+                jobs.move(session, job, "PAUSED", f"paused at step {result.steps}{note}")
                 return "paused"
             if model is None:
                 raise ValueError("a completed attempt ends with its registered model")
@@ -252,7 +261,7 @@ def end_with_error(session: Session, job: JobRow, outcome: tuple[Any, ...], atte
     """Fails the job, or queues its next attempt when the error was infrastructure's."""
     _, kind, text = outcome
     first_line = text.splitlines()[0] if text else f"{job.kind} failed"
-    if kind in ("crash", "internal") and job.attempt < attempts:
+    if kind in ("crash", "internal") and jobs.retries_used(job) < attempts:
         jobs.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
         return "retry"
     job.error_code = ERROR_CODES.get(kind, 13)

@@ -174,6 +174,10 @@ class JobRow(Base):
     report_uri: Mapped[str] = mapped_column(Text, default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a pause asked for while running: the worker checkpoints at its next step and lets go
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # how many times a paused job was resumed: resumes add attempts that are not retries
+    resumes: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str] = mapped_column(String(64), default="")
     lease_expires: Mapped[datetime | None] = mapped_column(default=None, index=True)
     traceparent: Mapped[str] = mapped_column(String(64), default="")

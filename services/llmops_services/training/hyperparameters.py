@@ -1,5 +1,7 @@
-"""Hyperparameter rules: which ones each method takes, their ranges, and the defaults that stand
-in for the ones a request leaves unset (`auto`). The job records the values it used.
+"""Hyperparameter rules: which ones each method takes, their ranges, and how the ones a request
+leaves unset (`auto`) are chosen: from the training data and the base model where that matters
+(`auto_values`, the rule in docs/training.md), else from the method's defaults. The job records
+the values it used.
 
 Defaults are those that train the platform's tiny models well on two CPU cores (SFT at 3e-3 for
 450 steps took held-out extraction and classification from 0.0 to 1.0 in about a minute; 300 steps
@@ -9,6 +11,7 @@ users usually set `learning_rate` and `max_steps` themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -122,13 +125,73 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+# The auto rule's bounds (docs/training.md explains each).
+TOKENS_PER_BATCH = 4096
+MAX_LENGTH_RANGE = (256, 2048)
+MAX_BATCH = 16
+MAX_EPOCHS = 25
+MAX_STEPS_FOR_ONE_EPOCH = 10_000
+LARGE_MODEL_BYTES = 1 << 30
+LARGE_MODEL_LEARNING_RATE = {"sft": 2e-4, "qlora": 2e-4, "dpo": 5e-6, "distill": 2e-4}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the auto rule looks at: the training data and the base model."""
+
+    rows: int
+    approx_tokens: int
+    model_bytes: int
+
+
+def _power_of_two_above(value: float) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(value, 1.0))))
+
+
+def auto_values(
+    method: str, given: Mapping[str, object], facts: Facts
+) -> dict[str, tuple[object, str]]:
+    """The values the rule picks for the unset hyperparameters that depend on the data or the
+    model, each with the reason shown in the job's events."""
+    chosen: dict[str, tuple[object, str]] = {}
+    rows = max(facts.rows, 1)
+    per_row = facts.approx_tokens / rows
+    max_length = _number(given.get("max_length"))
+    if not isinstance(max_length, int):
+        low, high = MAX_LENGTH_RANGE
+        max_length = min(max(_power_of_two_above(4 * per_row), low), high)
+        chosen["max_length"] = (max_length, f"4 x {per_row:.0f} tokens per row, in {low}..{high}")
+    batch = _number(given.get("per_device_train_batch_size"))
+    if not isinstance(batch, int):
+        batch = max(1, min(MAX_BATCH, TOKENS_PER_BATCH // max_length))
+        chosen["per_device_train_batch_size"] = (
+            batch,
+            f"{TOKENS_PER_BATCH} tokens per batch at max_length {max_length}, at most {MAX_BATCH}",
+        )
+    accumulation = _number(given.get("gradient_accumulation_steps", 1))
+    if "max_steps" not in given and "num_train_epochs" not in given:
+        per_epoch = math.ceil(
+            rows / (batch * (accumulation if isinstance(accumulation, int) else 1))
+        )
+        default = int(str(DEFAULTS[method]["max_steps"]))
+        steps = min(max(default, min(per_epoch, MAX_STEPS_FOR_ONE_EPOCH)), MAX_EPOCHS * per_epoch)
+        chosen["max_steps"] = (steps, f"{steps / per_epoch:.1f} epochs of {facts.rows} rows")
+    if "learning_rate" not in given and facts.model_bytes >= LARGE_MODEL_BYTES:
+        rate = LARGE_MODEL_LEARNING_RATE[method]
+        chosen["learning_rate"] = (rate, f"base model of {facts.model_bytes / 2**30:.1f} GiB")
+    return chosen
+
+
 def _given(hyperparameters: pb.Hyperparameters) -> dict[str, object]:
     """The fields a request set (unset optional fields are `auto`)."""
     return json_format.MessageToDict(hyperparameters, preserving_proto_field_name=True)
 
 
-def resolve(method: str, hyperparameters: pb.Hyperparameters) -> pb.Hyperparameters:
-    """Checks the given values against the method's rules and fills in every unset one.
+def resolve(
+    method: str, hyperparameters: pb.Hyperparameters, facts: Facts | None = None
+) -> pb.Hyperparameters:
+    """Checks the given values against the method's rules and fills in every unset one: by the
+    auto rule when the data and model are known (`facts`), else from the method's defaults.
 
     Raises InvalidArgument naming each bad field as `hyperparameters.<name>`.
     """
@@ -150,6 +213,10 @@ def resolve(method: str, hyperparameters: pb.Hyperparameters) -> pb.Hyperparamet
             f"{len(violations)} hyperparameter(s) refused for {method}", violations=violations
         )
     resolved = dict(DEFAULTS[method])
+    if facts is not None:
+        resolved.update(
+            {name: value for name, (value, _) in auto_values(method, given, facts).items()}
+        )
     resolved.update(given)
     if "num_train_epochs" in given and "max_steps" not in given:
         resolved.pop("max_steps")

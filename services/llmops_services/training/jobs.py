@@ -155,6 +155,53 @@ def record_checkpoint(
     append_event(session, job, Event("CHECKPOINT", step=step, metrics=metrics))
 
 
+def retries_used(job: JobRow) -> int:
+    """How many attempts the job has had, not counting those a resume started: the number the
+    retry limit (`LLMOPS_JOB_MAX_ATTEMPTS`) applies to."""
+    return job.attempt - job.resumes
+
+
+def _state_violation(job: JobRow, wanted: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"job {job.id} is {job.state}; {wanted}",
+        violations=[PreconditionViolation("STATE", f"jobs/{job.id}", f"job is {job.state}")],
+    )
+
+
+def pause(session: Session, job: JobRow) -> None:
+    """Holds a queued job at once; asks a running one to checkpoint at its next step and let go
+    of its worker (the worker then moves it to PAUSED). Pausing a paused job changes nothing."""
+    if job.state == "PAUSED" or (job.state == "RUNNING" and job.pause_requested):
+        return
+    if job.state == "QUEUED":
+        move(session, job, "PAUSED", "paused before it ran; resume queues it again")
+    elif job.state == "RUNNING":
+        job.pause_requested = True
+        job.update_time = utcnow()
+        append_event(
+            session, job, Event("MESSAGE", message="pause requested; checkpoints at its next step")
+        )
+    else:
+        raise _state_violation(job, "only a queued or running job can be paused")
+
+
+def resume(session: Session, job: JobRow) -> bool:
+    """Queues a paused job again as a new attempt, which continues from its last checkpoint;
+    withdraws a pause a running job has not acted on yet. Returns whether it must be enqueued."""
+    if job.state == "RUNNING" and job.pause_requested:
+        job.pause_requested = False
+        append_event(session, job, Event("MESSAGE", message="pause withdrawn; the job runs on"))
+        return False
+    if job.state != "PAUSED":
+        raise _state_violation(job, "only a paused job can be resumed")
+    job.attempt += 1
+    job.resumes += 1
+    job.pause_requested = False
+    at = f"from the checkpoint of step {job.step}" if job.step else "from the start"
+    move(session, job, "QUEUED", f"resumed; attempt {job.attempt} queued, continues {at}")
+    return True
+
+
 def expired(session: Session, now: datetime) -> list[JobRow]:
     """Running jobs whose lease ran out: their worker died or lost touch."""
     query = select(JobRow).where(
@@ -170,5 +217,9 @@ def requeue(session: Session, job: JobRow, reason: str) -> None:
     job.lease_expires = None
     if job.state == "CANCELLING":
         move(session, job, "CANCELLED", f"{reason}; the cancel completes")
+        return
+    if job.pause_requested:  # it was pausing: its last checkpoint is where a resume starts
+        job.pause_requested = False
+        move(session, job, "PAUSED", f"{reason}; paused as asked, at its last checkpoint")
         return
     move(session, job, "QUEUED", f"{reason}; attempt {job.attempt} queued")

@@ -45,6 +45,7 @@ class CheckedJob:
     requested: dict[str, object]
     resolved: pb.Hyperparameters
     output_name: str
+    auto_notes: tuple[str, ...] = ()
 
 
 def _required(request: pb.CreateTrainingJobRequest, method: str) -> list[FieldViolation]:
@@ -84,7 +85,7 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
         raise InvalidArgument("the request is incomplete", violations=missing)
     if request.output_name:
         check_name("output_name", request.output_name)
-    resolved = hyperparameters.resolve(method, request.hyperparameters)
+    hyperparameters.resolve(method, request.hyperparameters)  # range errors come first
     base = models.find_model(session, request.base_model)
     if base.kind == "adapter":
         raise InvalidArgument(
@@ -118,6 +119,13 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
             f"{parent.name} is not an adapter of {base.name}",
             violations=[FieldViolation("parent_model", "must be an adapter of base_model")],
         )
+    facts = hyperparameters.Facts(dataset.row_count, dataset.approx_tokens, base.size_bytes)
+    resolved = hyperparameters.resolve(method, request.hyperparameters, facts)
+    given = json_format.MessageToDict(request.hyperparameters, preserving_proto_field_name=True)
+    notes = tuple(
+        f"{name}={value} ({why})"
+        for name, (value, why) in hyperparameters.auto_values(method, given, facts).items()
+    )
     return CheckedJob(
         method=method,
         base_model=base,
@@ -127,9 +135,8 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
         parent_model=parent,
         template_id=request.template_id,
         template_version=template_version,
-        requested=json_format.MessageToDict(
-            request.hyperparameters, preserving_proto_field_name=True
-        ),
+        requested=given,
         resolved=resolved,
         output_name=request.output_name or f"{base.name}-{method}",
+        auto_notes=notes,
     )

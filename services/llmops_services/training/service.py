@@ -18,13 +18,20 @@ from llmops.v1 import training_service_pb2_grpc as pb_grpc
 from llmops_services import job_api
 from llmops_services.context import Platform
 from llmops_services.db.tables import JobRow, utcnow
-from llmops_services.errors import FailedPrecondition, PreconditionViolation, Unimplemented
+from llmops_services.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+)
 from llmops_services.queue import JobQueue
+from llmops_services.registry import convert as registry_convert
+from llmops_services.registry import models
 from llmops_services.registry.names import new_id, require
 from llmops_services.runtime.context import Context, trace_id_var
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
-from llmops_services.training import convert, jobs, requests
+from llmops_services.training import checkpoints, convert, jobs, requests
 
 log = logging.getLogger("llmops.training")
 
@@ -81,7 +88,10 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
             )
             session.add(row)
             session.flush()
-            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", "job created"))
+            created = "job created"
+            if checked.auto_notes:
+                created += "; auto values: " + ", ".join(checked.auto_notes)
+            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", created))
             return row, True
 
         row, created = await self.db.run(work)
@@ -196,19 +206,46 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
     async def PauseTrainingJob(
         self, request: pb.PauseTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
-        raise Unimplemented("TrainingService.PauseTrainingJob is not available on this server yet")
+        require("id", request.id)
+
+        def work(session: Session) -> JobRow:
+            row = jobs.get_job(session, request.id)
+            jobs.pause(session, row)
+            return row
+
+        return convert.training_job(await self.db.run(work))
 
     async def ResumeTrainingJob(
         self, request: pb.ResumeTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
-        raise Unimplemented("TrainingService.ResumeTrainingJob is not available on this server yet")
+        require("id", request.id)
+
+        def work(session: Session) -> tuple[JobRow, bool]:
+            row = jobs.get_job(session, request.id)
+            return row, jobs.resume(session, row)
+
+        row, queued = await self.db.run(work)
+        if queued:
+            await self._enqueue(row.id, row.attempt)
+        return convert.training_job(row)
 
     async def RegisterCheckpoint(
         self, request: pb.RegisterCheckpointRequest, context: Context
     ) -> registry_pb.Model:
-        raise Unimplemented(
-            "TrainingService.RegisterCheckpoint is not available on this server yet"
-        )
+        require("id", request.id)
+        if request.step <= 0:
+            raise InvalidArgument(
+                "step must be a checkpoint's step",
+                violations=[FieldViolation("step", "must be > 0")],
+            )
+        store = self.platform.store
+
+        def work(session: Session) -> registry_pb.Model:
+            job = jobs.get_job(session, request.id)
+            row = checkpoints.register(session, store, job, request.step, request.output_name)
+            return registry_convert.model(row, models.aliases_of(session, [row.id])[row.id])
+
+        return await self.db.run(work)
 
 
 def _traceparent(context: Context) -> str:
@@ -256,7 +293,7 @@ class Reconciler:
 
         def expire(session: Session) -> None:
             for row in jobs.expired(session, utcnow()):
-                if row.attempt >= settings.job_max_attempts:
+                if jobs.retries_used(row) >= settings.job_max_attempts:
                     row.error_code, row.error_message = 14, "worker lost; no attempts left"
                     jobs.move(session, row, "FAILED", f"worker lost after {row.attempt} attempts")
                 else:

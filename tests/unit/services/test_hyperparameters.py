@@ -6,7 +6,15 @@ import pytest
 
 from llmops.v1 import training_service_pb2 as pb
 from llmops_services.errors import InvalidArgument
-from llmops_services.training.hyperparameters import DEFAULTS, METHODS, RULES, as_dict, resolve
+from llmops_services.training.hyperparameters import (
+    DEFAULTS,
+    METHODS,
+    RULES,
+    Facts,
+    as_dict,
+    auto_values,
+    resolve,
+)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -75,3 +83,38 @@ def test_every_problem_is_listed_at_once() -> None:
         resolve("sft", pb.Hyperparameters(learning_rate=-1, max_steps=0, temperature=1.0))
     assert len(refused.value.violations) == 3
     assert "3 hyperparameter(s) refused for sft" in refused.value.message
+
+
+def test_the_auto_rule_scales_length_batch_and_steps_with_the_data() -> None:
+    tiny_model = 5 << 20
+    short_rows = auto_values(
+        "sft", {}, Facts(rows=1200, approx_tokens=1200 * 40, model_bytes=tiny_model)
+    )
+    assert {k: v for k, (v, _) in short_rows.items()} == {
+        "max_length": 256,
+        "per_device_train_batch_size": 16,
+        "max_steps": 450,  # 6 passes over 1200 rows: the measured default
+    }
+    long_rows = auto_values(
+        "sft", {}, Facts(rows=100, approx_tokens=100 * 300, model_bytes=tiny_model)
+    )
+    assert long_rows["max_length"][0] == 2048 and long_rows["per_device_train_batch_size"][0] == 2
+    assert long_rows["max_steps"][0] == 450  # 9 passes of 50 steps, under the 25-pass cap
+    few = auto_values("dpo", {}, Facts(rows=10, approx_tokens=100, model_bytes=tiny_model))
+    assert few["max_steps"][0] == 25 and "25.0 epochs of 10 rows" in few["max_steps"][1]
+    many = auto_values(
+        "sft", {}, Facts(rows=10_000_000, approx_tokens=10**8, model_bytes=tiny_model)
+    )
+    assert many["max_steps"][0] == 10_000
+    large = auto_values("qlora", {}, Facts(rows=1000, approx_tokens=10**5, model_bytes=14 << 30))
+    assert large["learning_rate"][0] == 2e-4 and "14.0 GiB" in large["learning_rate"][1]
+    assert auto_values("dpo", {}, Facts(1000, 10**5, 14 << 30))["learning_rate"][0] == 5e-6
+
+
+def test_set_values_are_never_replaced_by_the_auto_rule() -> None:
+    facts = Facts(rows=20, approx_tokens=100, model_bytes=14 << 30)
+    given = pb.Hyperparameters(max_length=512, learning_rate=1e-3, num_train_epochs=3)
+    resolved = as_dict(resolve("sft", given, facts))
+    assert resolved["max_length"] == 512 and resolved["learning_rate"] == 1e-3
+    assert resolved["per_device_train_batch_size"] == 8 and "max_steps" not in resolved
+    assert as_dict(resolve("sft", pb.Hyperparameters(), facts))["max_steps"] == 50

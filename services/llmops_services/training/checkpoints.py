@@ -1,0 +1,90 @@
+"""Registering a job's checkpoint as a model.
+
+A checkpoint directory holds what resuming needs (optimizer and scheduler state, RNG state, the
+trainer's state), most of it pickles. A registered model must hold safetensors weights and
+plain configuration only, so the weights, configs and tokenizer files are copied into a model
+directory of their own and the rest stays with the job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from llmops_services.artifacts import ArtifactStore, safe_key
+from llmops_services.db.tables import CheckpointRow, DatasetRow, JobRow, ModelRow
+from llmops_services.errors import NotFound
+from llmops_services.registry import models
+from llmops_services.registry.names import check_name
+from llmops_services.training import jobs
+
+# What a model directory may carry: weights as safetensors, JSON configs, tokenizer files.
+_KEPT_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
+_JOB_STATE_FILES = ("trainer_state.json",)
+
+
+def find_checkpoint(session: Session, job: JobRow, step: int) -> CheckpointRow:
+    """The job's checkpoint of `step`, or NOT_FOUND naming the steps there are."""
+    row = session.get(CheckpointRow, (job.id, step))
+    if row is None:
+        steps = [c.step for c in jobs.checkpoints_of(session, job.id)]
+        there = ", ".join(map(str, steps)) if steps else "none yet"
+        raise NotFound(
+            f"job {job.id} has no checkpoint at step {step} (checkpoints: {there})",
+            resource_type="checkpoint",
+            resource_name=f"trainingJobs/{job.id}/checkpoints/{step}",
+        )
+    return row
+
+
+def _model_files(source: Path, store: ArtifactStore, key: str) -> str:
+    """Copies the publishable files of a checkpoint under `key`; returns the model's URI."""
+    for path in sorted(source.iterdir()):
+        if path.is_file() and path.suffix in _KEPT_SUFFIXES and path.name not in _JOB_STATE_FILES:
+            store.put_file(path, f"{key}/{path.name}")
+    return store.uri(key)
+
+
+def register(
+    session: Session, store: ArtifactStore, job: JobRow, step: int, output_name: str
+) -> ModelRow:
+    """Registers the checkpoint as a model with lineage to its job and step; registering the
+    same checkpoint again returns the model registered the first time."""
+    if output_name:
+        check_name("output_name", output_name)
+    checkpoint = find_checkpoint(session, job, step)
+    if checkpoint.registered_model_id:
+        earlier = session.get(ModelRow, checkpoint.registered_model_id)
+        if earlier is not None:
+            return earlier
+    source = store.local_path(checkpoint.uri)
+    adapter = (source / "adapter_config.json").is_file()
+    uri = _model_files(source, store, safe_key("models", "checkpoints", job.id, f"step-{step}"))
+    dataset = session.get(DatasetRow, job.dataset_id)
+    row = models.create_model(
+        session,
+        store,
+        name=output_name or job.output_name,
+        kind="adapter" if adapter else "merged",
+        uri=uri,
+        description=f"{job.method} checkpoint of {job.id} at step {step}",
+        base_model=job.model_id,
+        parent_model=job.parent_model_id,
+        teacher_model=job.teacher_model_id,
+        lineage={
+            "dataset_id": job.dataset_id or None,
+            "dataset_sha256": dataset.sha256 if dataset is not None else "",
+            "method": job.method,
+            "hyperparameters": dict(job.resolved_hyperparameters),
+            "training_job_id": job.id,
+            "attempt": checkpoint.attempt,
+            "checkpoint_step": step,
+            "template_id": job.template_id,
+            "template_version": job.template_version,
+        },
+        metrics={k: float(v) for k, v in checkpoint.metrics.items()},
+        idempotency_key=f"checkpoint:{job.id}:{step}",
+    )
+    checkpoint.registered_model_id = row.id
+    return row
