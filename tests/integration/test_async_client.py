@@ -347,10 +347,9 @@ async def test_model_aliases_history_and_rollback(server: ServerThread, tmp_path
 # Training, Eval and Inference: local checks, then the server's answers
 
 
-async def test_training_calls_are_checked_then_unimplemented(server: ServerThread) -> None:
+async def test_training_calls_are_checked_before_they_are_sent(server: ServerThread) -> None:
     async with llmops.AsyncClient(server.address, timeout=10) as client:
         training = client.training
-        rpc = "TrainingService."
         with pytest.raises(llmops.NotFound):
             await training.create(
                 "sft",
@@ -376,14 +375,14 @@ async def test_training_calls_are_checked_then_unimplemented(server: ServerThrea
             collect(training.watch(JOB, 3, timeout=5)),
             training.checkpoints(JOB),
             training.wait(JOB, timeout=5),
+            training.pause(JOB),
+            training.resume(JOB),
+            training.register_checkpoint(JOB, 100),
         ):
             with pytest.raises(llmops.NotFound):
                 await missing
         assert await collect(training.list()) == []
         assert await collect(training.list(state="running", method="dpo")) == []
-        await unimplemented(training.pause(JOB), rpc + "PauseTrainingJob")
-        await unimplemented(training.resume(JOB), rpc + "ResumeTrainingJob")
-        await unimplemented(training.register_checkpoint(JOB, 100), rpc + "RegisterCheckpoint")
 
         with local_error("unknown training method 'lora'; choose one of: sft, qlora, dpo, distill"):
             await training.create("lora", "base", "demo-sft")
@@ -516,6 +515,10 @@ def test_sync_registry_calls_the_cli_does_not_make(server: ServerThread, tmp_pat
             origin=registry_service_pb2.ModelOrigin(base_model=base.id),
         )
         assert [m.id for m in client.models.list(base_model="base")] == [adapter.id]
+        newer = client.models.create("base", base_dir)  # "base" now names two versions
+        assert [m.id for m in client.models.list(base_model="base")] == [adapter.id]
+        assert list(client.models.list(base_model=newer.id)) == []
+        client.models.delete(newer.id)
         assert [m.id for m in client.models.lineage("base").descendants] == [adapter.id]
         client.models.set_alias(adapter.id, "staging")
         with pytest.raises(llmops.FailedPrecondition) as refused:
@@ -553,13 +556,14 @@ def test_sync_training_eval_and_inference_are_checked_then_answered(
                 missing()
         assert list(training.list(state="queued")) == []
         assert list(runs.list()) == []
+        for refused in (
+            lambda: training.pause(JOB),
+            lambda: training.resume(JOB),
+            lambda: training.register_checkpoint(JOB, 5, "ckpt"),
+        ):
+            with pytest.raises(llmops.NotFound):
+                refused()
         calls: list[tuple[Callable[[], object], str]] = [
-            (lambda: training.pause(JOB), "TrainingService.PauseTrainingJob"),
-            (lambda: training.resume(JOB), "TrainingService.ResumeTrainingJob"),
-            (
-                lambda: training.register_checkpoint(JOB, 5, "ckpt"),
-                "TrainingService.RegisterCheckpoint",
-            ),
             (lambda: inference.generate("base", "2+2="), "InferenceService.Generate"),
             (
                 lambda: list(inference.stream_generate(template_id="extraction", text="Ida left.")),

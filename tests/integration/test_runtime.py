@@ -22,8 +22,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from llmops.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
-    training_service_pb2,
-    training_service_pb2_grpc,
 )
 from llmops.v1 import registry_service_pb2 as pb
 from llmops.v1 import registry_service_pb2_grpc as pb_grpc
@@ -80,9 +78,6 @@ def test_reflection_lists_the_four_services(server: ServerThread) -> None:
 
 async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio.Channel) -> None:
     calls = [
-        training_service_pb2_grpc.TrainingServiceStub(channel).PauseTrainingJob(
-            training_service_pb2.PauseTrainingJobRequest(id="ftjob-1")
-        ),
         inference_service_pb2_grpc.InferenceServiceStub(channel).Generate(
             inference_service_pb2.GenerateRequest(prompt="hi")
         ),

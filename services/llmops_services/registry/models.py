@@ -196,9 +196,19 @@ def list_models(
     if name:
         query = query.where(ModelRow.name == name)
     if base_model:
-        query = query.where(ModelRow.base_model_id == find_model(session, base_model).id)
+        query = query.where(ModelRow.base_model_id.in_(_base_ids(session, base_model)))
     query = query.order_by(ModelRow.create_time.desc(), ModelRow.version.desc(), ModelRow.id)
     return list(session.scalars(query.offset(page.offset).limit(page.limit + 1)).all())
+
+
+def _base_ids(session: Session, ref: str) -> list[str]:
+    """The models a `base_model` filter means: a bare name means every version of that name
+    (models trained on `llmops-tiny` v1 are still trained on `llmops-tiny`); an id or
+    `name@alias` means that one model."""
+    if _MODEL_ID.match(ref) or "@" in ref:
+        return [find_model(session, ref).id]
+    ids = list(session.scalars(select(ModelRow.id).where(ModelRow.name == ref)).all())
+    return ids or [find_model(session, ref).id]  # NOT_FOUND when there is none
 
 
 def delete_model(session: Session, ref: str) -> str:
