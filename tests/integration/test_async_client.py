@@ -515,6 +515,22 @@ def test_sync_registry_calls_the_cli_does_not_make(server: ServerThread, tmp_pat
             origin=registry_service_pb2.ModelOrigin(base_model=base.id),
         )
         assert [m.id for m in client.models.list(base_model="base")] == [adapter.id]
+        by_name = client.models.create(
+            "ada-named",
+            str(make_adapter_dir(tmp_path, "named")),
+            "adapter",
+            origin=registry_service_pb2.ModelOrigin(base_model=base.id, dataset="demo-sft"),
+        )
+        sft = client.datasets.get("demo-sft")
+        assert (by_name.origin.dataset, by_name.origin.dataset_sha256) == (sft.id, sft.sha256)
+        with pytest.raises(llmops.NotFound):
+            client.models.create(
+                "ada-named",
+                str(tmp_path / "named"),
+                "adapter",
+                origin=registry_service_pb2.ModelOrigin(base_model=base.id, dataset="no-such"),
+            )
+        client.models.delete(by_name.id)
         newer = client.models.create("base", base_dir)  # "base" now names two versions
         assert [m.id for m in client.models.list(base_model="base")] == [adapter.id]
         assert list(client.models.list(base_model=newer.id)) == []

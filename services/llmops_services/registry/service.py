@@ -168,6 +168,11 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         }
 
         def work(session: Session) -> pb.Model:
+            if origin.dataset and not origin.dataset.startswith("ds-"):
+                # a dataset named by its name is recorded by id, with its hash when not given
+                dataset = datasets.find_dataset(session, origin.dataset)
+                lineage["dataset_id"] = dataset.id
+                lineage["dataset_sha256"] = origin.dataset_sha256 or dataset.sha256
             row = models.create_model(
                 session,
                 self.platform.store,
