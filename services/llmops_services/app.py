@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from llmops_services import seed
 from llmops_services.context import Platform
 from llmops_services.eval import service as eval_service
+from llmops_services.job_signals import Announcer
 from llmops_services.queue import JobQueue, PrivateRedis
 from llmops_services.registry import service as registry_service
 from llmops_services.runtime.auth import ApiKeyCache
@@ -55,6 +56,7 @@ class PlatformProcess:
         self.addresses: Addresses | None = None
         self.redis: PrivateRedis | None = None
         self.queue: JobQueue | None = None
+        self.announcer: Announcer | None = None
         self.reconciler: Reconciler | None = None
 
     def _bindings(self, platform: Platform) -> list[ServiceBinding]:
@@ -81,6 +83,7 @@ class PlatformProcess:
                 self.redis = PrivateRedis(self.settings.data_dir / "redis").start()
                 self.settings.redis_url = self.redis.url
             self.queue = JobQueue(self.settings.redis_url)
+            self.announcer = Announcer(self.settings.redis_url).install(platform.db)
             self.reconciler = Reconciler(platform, self.queue)
             training_metrics.register(platform.db)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
@@ -115,6 +118,8 @@ class PlatformProcess:
         if self.queue is not None:
             training_metrics.unregister()
             await self.queue.close()
+        if self.announcer is not None:
+            self.announcer.close()
         if self.redis is not None:
             self.redis.stop()
         if self.platform is not None:

@@ -6,12 +6,14 @@ A job's kind scopes every lookup, so an eval run's id is NOT_FOUND to the traini
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
 
 from sqlalchemy.orm import Session
 
 from llmops.v1 import jobs_pb2
+from llmops_services import job_signals
 from llmops_services.db.database import Database
 from llmops_services.db.tables import JobRow
 from llmops_services.errors import FailedPrecondition, PreconditionViolation
@@ -60,21 +62,34 @@ def _events_and_end(
 
 
 async def watch(
-    db: Database, job_id: str, kind: str, after: int, poll_seconds: float
+    db: Database,
+    job_id: str,
+    kind: str,
+    after: int,
+    poll_seconds: float,
+    listener: job_signals.Listener | None = None,
 ) -> AsyncIterator[jobs_pb2.JobEvent]:
     """The events after `after`, then new ones as they come, until the job has ended.
 
-    Polling the event log keeps every watcher correct across processes, with no second channel
-    that could lose a message; a reconnecting watcher passes the last sequence it saw.
+    The event log is the only source: a watcher reads it again when the listener says the job
+    has new events, and every `poll_seconds` in any case, so a lost announcement delays an event
+    but never loses it. A reconnecting watcher passes the last sequence it saw.
     """
     while True:
-        events, ended = await db.run(
-            partial(_events_and_end, job_id=job_id, kind=kind, after=after)
-        )
-        for event in events:
-            after = event.sequence
-            yield event
-        if ended and not events:
-            return
-        if not events:
-            await asyncio.sleep(poll_seconds)
+        async with listener.armed(job_id) if listener is not None else _never() as announced:
+            events, ended = await db.run(
+                partial(_events_and_end, job_id=job_id, kind=kind, after=after)
+            )
+            for event in events:
+                after = event.sequence
+                yield event
+            if ended and not events:
+                return
+            if not events:
+                await job_signals.wait(announced, poll_seconds)
+
+
+@contextlib.asynccontextmanager
+async def _never() -> AsyncIterator[asyncio.Event]:
+    """A signal nobody sets: plain polling, for services running without Redis."""
+    yield asyncio.Event()

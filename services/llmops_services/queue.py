@@ -16,6 +16,8 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
 
+from llmops_services.job_signals import Listener
+
 TRAINING_QUEUE = "llmops:training"
 TRAINING_FUNCTION = "run_training_job"
 EVAL_FUNCTION = "run_eval_job"
@@ -36,6 +38,8 @@ class JobQueue:
         self.redis_url = redis_url
         self.queue_name = queue_name
         self._pool: ArqRedis | None = None
+        self.signals = Listener(redis_url)
+        """Wakes job watchers when a job's events are announced on the same Redis."""
 
     async def pool(self) -> ArqRedis:
         """The connection pool, opened on first use."""
@@ -69,7 +73,8 @@ class JobQueue:
         return found
 
     async def close(self) -> None:
-        """Closes the pool."""
+        """Closes the pool and the watchers' subscription."""
+        await self.signals.close()
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None

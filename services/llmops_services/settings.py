@@ -68,7 +68,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often lost and expired jobs are looked for."
     )
     watch_poll_seconds: float = Field(
-        0.25, gt=0, description="How often a watch stream looks for new events."
+        1.0,
+        gt=0,
+        description="How often a watch stream reads the event log when no announcement of new "
+        "events woke it first (announcements come through Redis within milliseconds).",
     )
     registry_address: str = Field(
         "",

@@ -198,3 +198,27 @@ def test_auto_hyperparameters_are_chosen_from_the_data_and_recorded(
             "sft", "tiny", "small", hyperparameters={"num_train_epochs": 2}
         )
         assert not by_epochs.resolved_hyperparameters.HasField("max_steps")
+
+
+def test_watchers_are_woken_by_announced_events_not_by_polling(
+    data_dir: Path, tiny_model: Path
+) -> None:
+    # the watch stream would look at the event log once an hour: only the announcements of new
+    # events can carry it to the job's end within the call's deadline
+    settings = make_settings(data_dir, watch_poll_seconds=3600)
+    server = ServerThread(settings).start()
+    pool = Workers(server)
+    try:
+        pool.start()
+        with llmops.Client(server.address, timeout=30) as client:
+            client.models.create("tiny", str(tiny_model))
+            job = client.training.create(
+                "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 4}
+            )
+            watched = list(client.training.watch(job.id, timeout=240))
+            assert [e.sequence for e in watched] == list(range(1, len(watched) + 1))
+            assert watched[-1].state == jobs.JOB_STATE_SUCCEEDED
+            assert any(e.type == jobs.JOB_EVENT_TYPE_METRICS for e in watched)
+    finally:
+        pool.stop()
+        server.stop()

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from arq.connections import RedisSettings
 
 from llmops_services.context import Platform
+from llmops_services.job_signals import Announcer
 from llmops_services.queue import (
     EVAL_FUNCTION,
     TRAINING_FUNCTION,
@@ -94,6 +95,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["metrics"] = f"http://{settings.grpc_host}:{port}/metrics"
     platform = Platform.open(settings)
     ctx["platform"] = platform
+    ctx["announcer"] = Announcer(settings.redis_url).install(platform.db)
     registry = RegistryLink.open(platform, ctx["owner"])
     ctx["registry"] = registry
     await registry.ready()
@@ -114,6 +116,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     platform: Platform | None = ctx.get("platform")
     if platform is not None:
         platform.close()
+    announcer: Announcer | None = ctx.get("announcer")
+    if announcer is not None:
+        announcer.close()
     shutdown_tracing()
 
 

@@ -46,6 +46,10 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    def on_commit(self, callback: Callable[[Session], None]) -> None:
+        """Calls `callback(session)` after each transaction of this database commits."""
+        event.listen(self._sessions, "after_commit", callback)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""

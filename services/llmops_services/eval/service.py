@@ -173,7 +173,9 @@ class EvalService(pb_grpc.EvalServiceServicer):
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         require("id", request.id)
         poll = self.platform.settings.watch_poll_seconds
-        async for event in job_api.watch(self.db, request.id, KIND, request.after_sequence, poll):
+        async for event in job_api.watch(
+            self.db, request.id, KIND, request.after_sequence, poll, self.queue.signals
+        ):
             yield event
 
     async def CompareEvalRuns(

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from llmops_services import job_signals
 from llmops_services.db.tables import CheckpointRow, JobEventRow, JobRow, utcnow
 from llmops_services.errors import FailedPrecondition, NotFound, PreconditionViolation
 
@@ -61,6 +62,7 @@ def append_event(session: Session, job: JobRow, event: Event) -> JobEventRow:
     )
     session.add(row)
     session.flush()
+    job_signals.mark(session, job.id)
     return row
 
 

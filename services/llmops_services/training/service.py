@@ -188,7 +188,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
         poll = self.platform.settings.watch_poll_seconds
         async for event in job_api.watch(
-            self.db, request.id, "training", request.after_sequence, poll
+            self.db, request.id, "training", request.after_sequence, poll, self.queue.signals
         ):
             yield event
 
