@@ -6,9 +6,9 @@ SFT jobs on `demo-sft` one after another. Before each job the worker is idle: th
 ended and arq has recorded its result. For each job it measures
 
 - client-side: from sending CreateTrainingJob to the moment a WatchTrainingJob stream (opened as
-  soon as the create returns) delivers the RUNNING state change. The watch is a server stream,
-  but the server finds new events by polling the database every `LLMOPS_WATCH_POLL_SECONDS`
-  (0.25 s by default), so this is what a client sees, observation delay included;
+  soon as the create returns) delivers the RUNNING state change: what a client sees, the
+  observation delay included (the watch is woken by the Redis announcement of the new event,
+  and reads the event log every `LLMOPS_WATCH_POLL_SECONDS` in any case);
 - server-side: from the job's QUEUED event to its RUNNING event (the timestamps the server and
   the worker write into the event log), the platform's own start latency;
 - where that time goes: the create call, QUEUED event -> arq enqueue -> arq start -> RUNNING
@@ -635,7 +635,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="LLMOPS_WATCH_POLL_SECONDS of the stack (default: the platform's, 0.25)",
+        help="LLMOPS_WATCH_POLL_SECONDS of the stack (default: the platform's)",
     )
     parser.add_argument(
         "--jitter",
