@@ -54,7 +54,7 @@ def _store_path(stack: ServerThread, uri: str) -> Path:
 
 def _wait(client: llmops.Client, run_id: str) -> pb.EvalRun:
     until(lambda: client.eval.get(run_id).state in TERMINAL, 300, "the eval run")
-    return client.eval.get(run_id)
+    return client.eval.get(run_id).message
 
 
 @pytest.mark.timeout(900)  # five eval runs through one worker
@@ -209,5 +209,23 @@ def _promotion_follows_the_gates(client: llmops.Client, stack: ServerThread, run
     client.models.set_alias("tiny", "production", reason="passed the gates")
     latest = next(iter(client.models.alias_history("tiny", "production")))
     assert latest.eval_run == run_id and not latest.forced
+    first = latest.to_model
+    # an admin moves production to a second version; once the gates are strict again, rolling
+    # back to the first version needs the same passing gated run as moving it there did
+    second = client.models.create("tiny", client.models.get(first).uri)
+    client.models.set_alias(second.id, "production", force=True, reason="v2 hotfix")
     stack.settings.eval_gates_file.write_text(strict)
     assert not client.eval.get(run_id).gate_passed
+    with pytest.raises(llmops.FailedPrecondition) as gated:
+        client.models.rollback("tiny", "production", reason="v2 regressed")
+    assert {v.type for v in gated.value.precondition_violations} == {"GATE"}
+    assert client.models.get("tiny@production").id == second.id  # nothing moved
+    back = client.models.rollback("tiny", "production", reason="v2 regressed", force=True)
+    assert back.model == first
+    moves = list(client.models.alias_history("tiny", "production"))
+    assert [(m.from_model, m.to_model, m.forced) for m in moves[:2]] == [
+        (second.id, first, True),
+        (first, second.id, True),
+    ]
+    client.models.delete_alias("tiny", "production")
+    client.models.delete(second.id)

@@ -205,7 +205,7 @@ def _probed(redis_url: str, count: int) -> bool:
 
 def _wait_done(client: llmops.Client, *job_ids: str) -> list[pb.TrainingJob]:
     until(lambda: all(client.training.get(j).state in TERMINAL for j in job_ids), 400, "the jobs")
-    return [client.training.get(j) for j in job_ids]
+    return [client.training.get(j).message for j in job_ids]
 
 
 @pytest.mark.timeout(900)  # four jobs through one worker

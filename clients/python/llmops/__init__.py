@@ -11,6 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmops._channel import request_id_scope
+    from llmops._jobs import (
+        AsyncEvalRunHandle,
+        AsyncJobHandle,
+        AsyncTrainingJobHandle,
+        EvalRunHandle,
+        JobHandle,
+        TrainingJobHandle,
+    )
     from llmops._version import __version__
     from llmops.async_client import AsyncClient
     from llmops.client import Client
@@ -44,6 +52,17 @@ _EXPORTS = {
     "ClientSettings": "llmops.settings",
     "request_id_scope": "llmops._channel",
     **{
+        name: "llmops._jobs"
+        for name in (
+            "AsyncEvalRunHandle",
+            "AsyncJobHandle",
+            "AsyncTrainingJobHandle",
+            "EvalRunHandle",
+            "JobHandle",
+            "TrainingJobHandle",
+        )
+    },
+    **{
         name: "llmops.errors"
         for name in (
             "Aborted",
@@ -73,21 +92,27 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AsyncClient",
+    "AsyncEvalRunHandle",
+    "AsyncJobHandle",
+    "AsyncTrainingJobHandle",
     "Cancelled",
     "Client",
     "ClientSettings",
     "DeadlineExceeded",
     "ErrorInfo",
+    "EvalRunHandle",
     "FailedPrecondition",
     "FieldViolation",
     "Internal",
     "InvalidArgument",
+    "JobHandle",
     "LlmopsError",
     "NotFound",
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
     "ResourceInfo",
+    "TrainingJobHandle",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -57,6 +57,11 @@ def _required(name: str, value: str) -> str:
     return value
 
 
+def job_id(value: str) -> str:
+    """A training job or eval run id, checked to be given."""
+    return _required("id", value)
+
+
 def _optional_state(state: str | None) -> jobs_pb2.JobState.ValueType:
     return enums.job_state(state) if state else jobs_pb2.JOB_STATE_UNSPECIFIED
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,6 +25,12 @@ import grpc
 
 from llmops import _requests as req
 from llmops._channel import ConnectionConfig, aio_channel, new_request_id
+from llmops._jobs import (
+    AsyncEvalRunHandle,
+    AsyncJobOps,
+    AsyncTrainingJobHandle,
+    EventPage,
+)
 from llmops._pagination import apaginate
 from llmops._version import USER_AGENT
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
@@ -46,15 +51,16 @@ __all__ = [
     "AsyncClient",
     "AsyncDatasets",
     "AsyncEval",
+    "AsyncEvalRunHandle",
     "AsyncInference",
     "AsyncModels",
     "AsyncTemplates",
     "AsyncTraining",
+    "AsyncTrainingJobHandle",
 ]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Job = TypeVar("Job", bound=req.HasState)
 
 
 class _AioTransport:
@@ -107,27 +113,6 @@ class _AioTransport:
             raise from_rpc_error(err, request_id=request_id) from err
         finally:
             call.cancel()  # a caller that stops early must not leave the stream open
-
-
-async def _wait_for(
-    get: Callable[[str], Awaitable[Job]],
-    job_id: str,
-    timeout: float | None,
-    poll_interval: float,
-) -> Job:
-    """Polls `get(job_id)` until a terminal state; TimeoutError after `timeout` seconds."""
-    req.check_poll_interval(poll_interval)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        job = await get(job_id)
-        if req.is_terminal(job):
-            return job
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"{job_id} did not finish within {timeout} s")
-        pause = poll_interval
-        if deadline is not None:
-            pause = min(pause, deadline - time.monotonic())
-        await asyncio.sleep(max(pause, 0.0))
 
 
 class AsyncTemplates:
@@ -367,13 +352,34 @@ class AsyncModels:
 
 
 class AsyncTraining:
-    """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers."""
+    """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
+
+    `create` and `get` return `AsyncTrainingJobHandle`s and `list` yields them; the calls by id
+    return the plain `TrainingJob` message.
+    """
 
     def __init__(
         self, transport: _AioTransport, stub: training_service_pb2_grpc.TrainingServiceAsyncStub
     ):
         self._t = transport
         self._stub = stub
+
+        async def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.training_job_events(id, size, token)
+            resp = await transport.unary(stub.ListTrainingJobEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: AsyncJobOps[training_service_pb2.TrainingJob] = AsyncJobOps(
+            get=lambda id: transport.unary(stub.GetTrainingJob, req.get_training_job(id)),
+            cancel=lambda id: transport.unary(stub.CancelTrainingJob, req.cancel_training_job(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchTrainingJob, req.watch_training_job(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: training_service_pb2.TrainingJob) -> AsyncTrainingJobHandle:
+        return AsyncTrainingJobHandle(message, self._jobs, self)
 
     async def create(
         self,
@@ -389,8 +395,8 @@ class AsyncTraining:
         parent_model: str = "",
         *,
         template_version: int = 0,
-    ) -> training_service_pb2.TrainingJob:
-        """Queues a job; see `Client.training.create`."""
+    ) -> AsyncTrainingJobHandle:
+        """Queues a job and returns its handle; see `Client.training.create`."""
         request = req.create_training_job(
             method=method,
             base_model=base_model,
@@ -404,28 +410,28 @@ class AsyncTraining:
             idempotency_key=idempotency_key,
             parent_model=parent_model,
         )
-        return await self._t.unary(self._stub.CreateTrainingJob, request)
+        return self._handle(await self._t.unary(self._stub.CreateTrainingJob, request))
 
-    async def get(self, id: str) -> training_service_pb2.TrainingJob:
-        """One job, with its state, progress and latest metrics."""
-        return await self._t.unary(self._stub.GetTrainingJob, req.get_training_job(id))
+    async def get(self, id: str) -> AsyncTrainingJobHandle:
+        """One job, with its state, progress and latest metrics, as a handle."""
+        return self._handle(await self._jobs.get(id))
 
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
-    ) -> AsyncIterator[training_service_pb2.TrainingJob]:
-        """Every job matching the filters, newest first."""
+    ) -> AsyncIterator[AsyncTrainingJobHandle]:
+        """Every job matching the filters, newest first, as handles."""
         request = req.list_training_jobs(state, method, page_size, "")
 
-        async def fetch(token: str) -> tuple[Sequence[training_service_pb2.TrainingJob], str]:
+        async def fetch(token: str) -> tuple[Sequence[AsyncTrainingJobHandle], str]:
             request.page_token = token
             resp = await self._t.unary(self._stub.ListTrainingJobs, request)
-            return resp.training_jobs, resp.next_page_token
+            return [self._handle(m) for m in resp.training_jobs], resp.next_page_token
 
         return apaginate(fetch)
 
     async def cancel(self, id: str) -> training_service_pb2.TrainingJob:
         """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return await self._t.unary(self._stub.CancelTrainingJob, req.cancel_training_job(id))
+        return await self._jobs.cancel(id)
 
     async def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
@@ -437,21 +443,16 @@ class AsyncTraining:
 
     def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
         """The job's events so far, oldest first."""
-        request = req.training_job_events(id, page_size, "")
-
-        async def fetch(token: str) -> tuple[Sequence[jobs_pb2.JobEvent], str]:
-            request.page_token = token
-            resp = await self._t.unary(self._stub.ListTrainingJobEvents, request)
-            return resp.events, resp.next_page_token
-
-        return apaginate(fetch)
+        return self._jobs.events(id, page_size)
 
     def watch(
         self, id: str, after_sequence: int = 0, *, timeout: float | None = None
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """Follows the job's events live until it ends; no deadline unless `timeout` is given."""
-        request = req.watch_training_job(id, after_sequence)
-        return self._t.unary_stream(self._stub.WatchTrainingJob, request, timeout)
+        """Follows the job's events live until it ends; no deadline unless `timeout` is given.
+
+        One stream; `(await get(id)).watch()` reconnects by itself.
+        """
+        return self._jobs.watch(id, after_sequence, timeout)
 
     async def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
@@ -469,16 +470,36 @@ class AsyncTraining:
     async def wait(
         self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
     ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns it."""
-        return await _wait_for(self.get, id, timeout, poll_interval)
+        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
+        return await self._jobs.wait(id, timeout, poll_interval)
 
 
 class AsyncEval:
-    """Evaluation runs against held-out data, optionally judged by the gates."""
+    """Evaluation runs against held-out data, optionally judged by the gates.
+
+    `create` and `get` return `AsyncEvalRunHandle`s and `list` yields them.
+    """
 
     def __init__(self, transport: _AioTransport, stub: eval_service_pb2_grpc.EvalServiceAsyncStub):
         self._t = transport
         self._stub = stub
+
+        async def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.eval_run_events(id, size, token)
+            resp = await transport.unary(stub.ListEvalRunEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: AsyncJobOps[eval_service_pb2.EvalRun] = AsyncJobOps(
+            get=lambda id: transport.unary(stub.GetEvalRun, req.get_eval_run(id)),
+            cancel=lambda id: transport.unary(stub.CancelEvalRun, req.cancel_eval_run(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchEvalRun, req.watch_eval_run(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: eval_service_pb2.EvalRun) -> AsyncEvalRunHandle:
+        return AsyncEvalRunHandle(message, self._jobs)
 
     async def create(
         self,
@@ -492,7 +513,7 @@ class AsyncEval:
         *,
         template_version: int = 0,
         generation: eval_service_pb2.GenerationConfig | None = None,
-    ) -> eval_service_pb2.EvalRun:
+    ) -> AsyncEvalRunHandle:
         """Queues an eval run of `model` on `dataset`; `gate=True` judges it by the gates."""
         request = req.create_eval_run(
             model=model,
@@ -505,46 +526,38 @@ class AsyncEval:
             generation=generation,
             idempotency_key=idempotency_key,
         )
-        return await self._t.unary(self._stub.CreateEvalRun, request)
+        return self._handle(await self._t.unary(self._stub.CreateEvalRun, request))
 
-    async def get(self, id: str) -> eval_service_pb2.EvalRun:
-        """One run, with its metrics and gate verdicts."""
-        return await self._t.unary(self._stub.GetEvalRun, req.get_eval_run(id))
+    async def get(self, id: str) -> AsyncEvalRunHandle:
+        """One run, with its metrics and gate verdicts, as a handle."""
+        return self._handle(await self._jobs.get(id))
 
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
-    ) -> AsyncIterator[eval_service_pb2.EvalRun]:
-        """Every run matching the filters, newest first."""
+    ) -> AsyncIterator[AsyncEvalRunHandle]:
+        """Every run matching the filters, newest first, as handles."""
         request = req.list_eval_runs(model, state, page_size, "")
 
-        async def fetch(token: str) -> tuple[Sequence[eval_service_pb2.EvalRun], str]:
+        async def fetch(token: str) -> tuple[Sequence[AsyncEvalRunHandle], str]:
             request.page_token = token
             resp = await self._t.unary(self._stub.ListEvalRuns, request)
-            return resp.eval_runs, resp.next_page_token
+            return [self._handle(m) for m in resp.eval_runs], resp.next_page_token
 
         return apaginate(fetch)
 
     async def cancel(self, id: str) -> eval_service_pb2.EvalRun:
         """Cancels a run."""
-        return await self._t.unary(self._stub.CancelEvalRun, req.cancel_eval_run(id))
+        return await self._jobs.cancel(id)
 
     def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
         """The run's events so far, oldest first."""
-        request = req.eval_run_events(id, page_size, "")
-
-        async def fetch(token: str) -> tuple[Sequence[jobs_pb2.JobEvent], str]:
-            request.page_token = token
-            resp = await self._t.unary(self._stub.ListEvalRunEvents, request)
-            return resp.events, resp.next_page_token
-
-        return apaginate(fetch)
+        return self._jobs.events(id, page_size)
 
     def watch(
         self, id: str, after_sequence: int = 0, *, timeout: float | None = None
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        request = req.watch_eval_run(id, after_sequence)
-        return self._t.unary_stream(self._stub.WatchEvalRun, request, timeout)
+        return self._jobs.watch(id, after_sequence, timeout)
 
     async def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
@@ -554,8 +567,8 @@ class AsyncEval:
     async def wait(
         self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
     ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns it."""
-        return await _wait_for(self.get, id, timeout, poll_interval)
+        """Polls until the run ends and returns its message."""
+        return await self._jobs.wait(id, timeout, poll_interval)
 
 
 class AsyncInference:

@@ -1,4 +1,5 @@
-"""The synchronous SDK: `Client` and its sub-clients, returning the contract's messages.
+"""The synchronous SDK: `Client` and its sub-clients, returning the contract's messages
+(training jobs and eval runs wrapped in handles that can wait for, watch and cancel them).
 
 ```python
 from llmops import Client
@@ -15,7 +16,6 @@ retries of UNAVAILABLE, and leaves with a typed `LlmopsError` instead of a `grpc
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import grpc
 
 from llmops import _requests as req
 from llmops._channel import ConnectionConfig, new_request_id, sync_channel
+from llmops._jobs import EvalRunHandle, EventPage, JobOps, TrainingJobHandle
 from llmops._pagination import paginate
 from llmops._version import USER_AGENT
 from llmops.async_client import AsyncClient
@@ -46,10 +47,12 @@ __all__ = [
     "Client",
     "Datasets",
     "Eval",
+    "EvalRunHandle",
     "Inference",
     "Models",
     "Templates",
     "Training",
+    "TrainingJobHandle",
 ]
 
 Req = TypeVar("Req")
@@ -340,33 +343,33 @@ class Models:
         return self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
 
-Job = TypeVar("Job", bound=req.HasState)
-
-
-def _wait_for(
-    get: Callable[[str], Job], job_id: str, timeout: float | None, poll_interval: float
-) -> Job:
-    """Polls `get(job_id)` until a terminal state; TimeoutError after `timeout` seconds."""
-    req.check_poll_interval(poll_interval)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        job = get(job_id)
-        if req.is_terminal(job):
-            return job
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"{job_id} did not finish within {timeout} s")
-        pause = poll_interval
-        if deadline is not None:
-            pause = min(pause, deadline - time.monotonic())
-        time.sleep(max(pause, 0.0))
-
-
 class Training:
-    """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers."""
+    """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
+
+    `create`, `get` and `list` return `TrainingJobHandle`s (which refresh, wait, watch, cancel,
+    pause and resume themselves); the calls by id return the plain `TrainingJob` message.
+    """
 
     def __init__(self, transport: _Transport, stub: training_service_pb2_grpc.TrainingServiceStub):
         self._t = transport
         self._stub = stub
+
+        def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.training_job_events(id, size, token)
+            resp = transport.unary(stub.ListTrainingJobEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: JobOps[training_service_pb2.TrainingJob] = JobOps(
+            get=lambda id: transport.unary(stub.GetTrainingJob, req.get_training_job(id)),
+            cancel=lambda id: transport.unary(stub.CancelTrainingJob, req.cancel_training_job(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchTrainingJob, req.watch_training_job(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: training_service_pb2.TrainingJob) -> TrainingJobHandle:
+        return TrainingJobHandle(message, self._jobs, self)
 
     def create(
         self,
@@ -382,8 +385,8 @@ class Training:
         parent_model: str = "",
         *,
         template_version: int = 0,
-    ) -> training_service_pb2.TrainingJob:
-        """Queues a job; `method` is sft, qlora, dpo or distill.
+    ) -> TrainingJobHandle:
+        """Queues a job; `method` is sft, qlora, dpo or distill. Returns its handle.
 
         `hyperparameters` is a dict with the libraries' names (`max_steps`, `lora_r`, ...);
         unset or `"auto"` values are chosen by the platform. Unknown names raise ValueError
@@ -402,16 +405,16 @@ class Training:
             idempotency_key=idempotency_key,
             parent_model=parent_model,
         )
-        return self._t.unary(self._stub.CreateTrainingJob, request)
+        return self._handle(self._t.unary(self._stub.CreateTrainingJob, request))
 
-    def get(self, id: str) -> training_service_pb2.TrainingJob:
-        """One job, with its state, progress and latest metrics."""
-        return self._t.unary(self._stub.GetTrainingJob, req.get_training_job(id))
+    def get(self, id: str) -> TrainingJobHandle:
+        """One job, with its state, progress and latest metrics, as a handle."""
+        return self._handle(self._jobs.get(id))
 
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
-    ) -> Iterator[training_service_pb2.TrainingJob]:
-        """Every job matching the filters, newest first."""
+    ) -> Iterator[TrainingJobHandle]:
+        """Every job matching the filters, newest first, as handles."""
         request = req.list_training_jobs(state, method, page_size, "")
 
         def fetch(token: str) -> tuple[Sequence[training_service_pb2.TrainingJob], str]:
@@ -419,11 +422,11 @@ class Training:
             resp = self._t.unary(self._stub.ListTrainingJobs, request)
             return resp.training_jobs, resp.next_page_token
 
-        return paginate(fetch)
+        return map(self._handle, paginate(fetch))
 
     def cancel(self, id: str) -> training_service_pb2.TrainingJob:
         """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return self._t.unary(self._stub.CancelTrainingJob, req.cancel_training_job(id))
+        return self._jobs.cancel(id)
 
     def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
@@ -435,24 +438,17 @@ class Training:
 
     def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
         """The job's events so far, oldest first."""
-        request = req.training_job_events(id, page_size, "")
-
-        def fetch(token: str) -> tuple[Sequence[jobs_pb2.JobEvent], str]:
-            request.page_token = token
-            resp = self._t.unary(self._stub.ListTrainingJobEvents, request)
-            return resp.events, resp.next_page_token
-
-        return paginate(fetch)
+        return self._jobs.events(id, page_size)
 
     def watch(
         self, id: str, after_sequence: int = 0, *, timeout: float | None = None
     ) -> Iterator[jobs_pb2.JobEvent]:
         """Follows the job's events live until it ends; no deadline unless `timeout` is given.
 
-        Resume a broken watch with `after_sequence` set to the last event's `sequence`.
+        One stream: resume a broken watch with `after_sequence` set to the last event's
+        `sequence`, or use `get(id).watch()`, which reconnects by itself.
         """
-        request = req.watch_training_job(id, after_sequence)
-        return self._t.unary_stream(self._stub.WatchTrainingJob, request, timeout)
+        return self._jobs.watch(id, after_sequence, timeout)
 
     def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
@@ -469,16 +465,36 @@ class Training:
     def wait(
         self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
     ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns it."""
-        return _wait_for(self.get, id, timeout, poll_interval)
+        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
+        return self._jobs.wait(id, timeout, poll_interval)
 
 
 class Eval:
-    """Evaluation runs against held-out data, optionally judged by the gates."""
+    """Evaluation runs against held-out data, optionally judged by the gates.
+
+    `create`, `get` and `list` return `EvalRunHandle`s; the calls by id return the `EvalRun`.
+    """
 
     def __init__(self, transport: _Transport, stub: eval_service_pb2_grpc.EvalServiceStub):
         self._t = transport
         self._stub = stub
+
+        def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.eval_run_events(id, size, token)
+            resp = transport.unary(stub.ListEvalRunEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: JobOps[eval_service_pb2.EvalRun] = JobOps(
+            get=lambda id: transport.unary(stub.GetEvalRun, req.get_eval_run(id)),
+            cancel=lambda id: transport.unary(stub.CancelEvalRun, req.cancel_eval_run(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchEvalRun, req.watch_eval_run(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: eval_service_pb2.EvalRun) -> EvalRunHandle:
+        return EvalRunHandle(message, self._jobs)
 
     def create(
         self,
@@ -492,7 +508,7 @@ class Eval:
         *,
         template_version: int = 0,
         generation: eval_service_pb2.GenerationConfig | None = None,
-    ) -> eval_service_pb2.EvalRun:
+    ) -> EvalRunHandle:
         """Queues an eval run of `model` on `dataset`; `gate=True` judges it by the gates."""
         request = req.create_eval_run(
             model=model,
@@ -505,16 +521,16 @@ class Eval:
             generation=generation,
             idempotency_key=idempotency_key,
         )
-        return self._t.unary(self._stub.CreateEvalRun, request)
+        return self._handle(self._t.unary(self._stub.CreateEvalRun, request))
 
-    def get(self, id: str) -> eval_service_pb2.EvalRun:
-        """One run, with its metrics and gate verdicts."""
-        return self._t.unary(self._stub.GetEvalRun, req.get_eval_run(id))
+    def get(self, id: str) -> EvalRunHandle:
+        """One run, with its metrics and gate verdicts, as a handle."""
+        return self._handle(self._jobs.get(id))
 
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
-    ) -> Iterator[eval_service_pb2.EvalRun]:
-        """Every run matching the filters, newest first."""
+    ) -> Iterator[EvalRunHandle]:
+        """Every run matching the filters, newest first, as handles."""
         request = req.list_eval_runs(model, state, page_size, "")
 
         def fetch(token: str) -> tuple[Sequence[eval_service_pb2.EvalRun], str]:
@@ -522,29 +538,21 @@ class Eval:
             resp = self._t.unary(self._stub.ListEvalRuns, request)
             return resp.eval_runs, resp.next_page_token
 
-        return paginate(fetch)
+        return map(self._handle, paginate(fetch))
 
     def cancel(self, id: str) -> eval_service_pb2.EvalRun:
         """Cancels a run."""
-        return self._t.unary(self._stub.CancelEvalRun, req.cancel_eval_run(id))
+        return self._jobs.cancel(id)
 
     def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
         """The run's events so far, oldest first."""
-        request = req.eval_run_events(id, page_size, "")
-
-        def fetch(token: str) -> tuple[Sequence[jobs_pb2.JobEvent], str]:
-            request.page_token = token
-            resp = self._t.unary(self._stub.ListEvalRunEvents, request)
-            return resp.events, resp.next_page_token
-
-        return paginate(fetch)
+        return self._jobs.events(id, page_size)
 
     def watch(
         self, id: str, after_sequence: int = 0, *, timeout: float | None = None
     ) -> Iterator[jobs_pb2.JobEvent]:
         """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        request = req.watch_eval_run(id, after_sequence)
-        return self._t.unary_stream(self._stub.WatchEvalRun, request, timeout)
+        return self._jobs.watch(id, after_sequence, timeout)
 
     def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
@@ -553,8 +561,8 @@ class Eval:
     def wait(
         self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
     ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns it."""
-        return _wait_for(self.get, id, timeout, poll_interval)
+        """Polls until the run ends and returns its message."""
+        return self._jobs.wait(id, timeout, poll_interval)
 
 
 class Inference:

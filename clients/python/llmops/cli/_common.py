@@ -1,7 +1,8 @@
 """What every CLI command shares: the connection state, output formats and error handling.
 
 Errors are handled in exactly one place, `LlmopsGroup.invoke`, so every command fails the same
-way: one `error: ...` line on stderr and exit code 1, never a traceback.
+way: one `error: ...` line on stderr and exit code 1, never a traceback. Bad arguments that only
+a command can check (`usage_fail`) are one such line too, with exit code 2 as click gives.
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ def fail(message: str) -> NoReturn:
     """Prints `error: <message>` on stderr and exits with code 1."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=1)
+
+
+def usage_fail(message: str) -> NoReturn:
+    """Prints `error: <message>` on stderr and exits with code 2, as for bad arguments.
+
+    One line, unlike click's usage errors, for input that only the command itself can check.
+    """
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
 class LlmopsGroup(TyperGroup):

@@ -85,9 +85,10 @@ def run_eval(
     generation = eval_service_pb2.GenerationConfig(
         max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    run = runs.create(model, dataset, gate, template, task, limit, generation=generation)
+    handle = runs.create(model, dataset, gate, template, task, limit, generation=generation)
     if wait:
-        run = runs.wait(run.id, timeout, poll_interval=1.0)
+        handle.wait(timeout, poll_interval=1.0)
+    run = handle.message
     show(output, run, lambda: _report(run) if wait else typer.echo(f"queued {run.id}"))
     if not wait:
         return
@@ -101,7 +102,7 @@ def run_eval(
 @app.command("show")
 def show_run(ctx: typer.Context, run_id: RunId, output: OutputOption = OutputFormat.table) -> None:
     """One run, with its metrics and gate verdicts."""
-    run = client(ctx).eval.get(run_id)
+    run = client(ctx).eval.get(run_id).message
     show(output, run, lambda: _report(run))
 
 
@@ -120,7 +121,7 @@ def list_runs(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Eval runs, newest first."""
-    items = list(client(ctx).eval.list(model=model))
+    items = [run.message for run in client(ctx).eval.list(model=model)]
     show(output, items, lambda: _runs_table(items))
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from llmops.cli import datasets, evals, models, registry
+from llmops.cli import datasets, evals, jobs, models, registry, train
 from llmops.cli._common import CliState, LlmopsGroup
 
 app = typer.Typer(
@@ -64,6 +64,8 @@ def main(
 app.add_typer(registry.app, name="registry")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
+app.add_typer(train.app, name="train")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(evals.app, name="eval")
 
 from llmops.cli.server_commands import register  # noqa: E402  (adds serve, up, keys last)

@@ -258,31 +258,42 @@ def aliases(
 def alias_history(
     ctx: typer.Context,
     name: ModelName,
-    alias_name: AliasName,
+    alias_name: Annotated[
+        str | None,
+        typer.Argument(help="The alias (default: every current alias).", show_default=False),
+    ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Every move of an alias, newest first."""
-    moves = list(client(ctx).models.alias_history(name, alias_name))
-    show(
-        output,
-        moves,
-        lambda: print_table(
-            ["WHEN", "FROM", "TO", "ACTOR", "REASON", "EVAL RUN", "FORCED"],
+    """Every move of an alias (or of each current alias of NAME), newest first."""
+    models = client(ctx).models
+    if alias_name:
+        moves = list(models.alias_history(name, alias_name))
+    else:
+        moves = [m for a in models.aliases(name) for m in models.alias_history(name, a.alias)]
+        moves.sort(key=lambda m: (m.create_time.seconds, m.create_time.nanos), reverse=True)
+    shown = f"{name}@{alias_name}" if alias_name else f"the aliases of {name}"
+
+    def table() -> None:
+        headers = ["WHEN", "FROM", "TO", "ACTOR", "REASON", "EVAL RUN", "FORCED"]
+        rows: list[list[object]] = [
             [
-                [
-                    when(m.create_time),
-                    m.from_model,
-                    m.to_model,
-                    m.actor,
-                    m.reason,
-                    m.eval_run,
-                    m.forced,
-                ]
-                for m in moves
-            ],
-            empty=f"no history for {name}@{alias_name}",
-        ),
-    )
+                when(m.create_time),
+                m.from_model,
+                m.to_model,
+                m.actor,
+                m.reason,
+                m.eval_run,
+                m.forced,
+            ]
+            for m in moves
+        ]
+        if not alias_name:  # several aliases: say which one moved
+            headers.insert(1, "ALIAS")
+            for row, move in zip(rows, moves, strict=True):
+                row.insert(1, move.alias)
+        print_table(headers, rows, empty=f"no history for {shown}")
+
+    show(output, moves, table)
 
 
 @app.command("rollback")
