@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup protos lint type test unit integration demo serve up bench clean
+.PHONY: setup protos lint type test unit integration demo serve up tiny-models train-sft \
+	train-qlora train-dpo train-distill eval bench clean
 
 setup: $(VENV)/.synced
 
@@ -36,11 +37,43 @@ unit: setup
 integration: setup
 	pytest tests/integration -q
 
+# The core loop through the SDK on a stack of its own (scripts/demo.sh; data in artifacts/demo).
+# DEMO_ARGS="--profile ci" runs the shorter loop CI runs.
 demo: setup
-	scripts/demo.sh
+	scripts/demo.sh $(DEMO_ARGS)
 
 serve up: setup
 	llmops up
+
+# One step of the loop at a time over the CLI, against a running stack (`make serve` in another
+# terminal, or LLMOPS_ADDRESS): `make tiny-models`, then e.g. `make train-sft`, `make eval`,
+# `make train-dpo STEPS=100`. Each training target follows its job and fails unless it succeeds;
+# `make eval` fails when the model fails the gates.
+BASE ?= llmops-tiny
+STUDENT ?= llmops-tiny-student
+TEACHER ?= llmops-tiny-sft
+PARENT ?= llmops-tiny-sft
+MODEL ?= llmops-tiny-sft
+STEPS ?=
+TRAIN_FLAGS = $(if $(STEPS),--set max_steps=$(STEPS)) --wait
+
+tiny-models: setup
+	llmops models build-tiny
+
+train-sft: setup
+	llmops train sft --base-model $(BASE) --dataset demo-sft $(TRAIN_FLAGS)
+
+train-qlora: setup
+	llmops train qlora --base-model $(BASE) --dataset demo-sft $(TRAIN_FLAGS)
+
+train-dpo: setup
+	llmops train dpo --base-model $(BASE) --dataset demo-preference --parent-model $(PARENT) $(TRAIN_FLAGS)
+
+train-distill: setup
+	llmops train distill --base-model $(STUDENT) --dataset demo-sft --teacher-model $(TEACHER) $(TRAIN_FLAGS)
+
+eval: setup
+	llmops eval run --model $(MODEL) --dataset demo-eval --gate --wait
 
 bench: setup
 	python bench/registry_reads.py

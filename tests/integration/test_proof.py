@@ -1,28 +1,30 @@
-"""Proof that the platform customizes a model, with the real tiny models and default settings:
-on the held-out demo-eval split the base fails the bundled gates and the SFT adapter passes
-them, DPO from the adapter raises its preference accuracy on held-out pairs, and the distilled
-student scores above the untrained one. Numbers of a full run are in
-docs/evaluation.md; this test asserts the verdicts and the direction, not the numbers."""
+"""Proof that the platform customizes a model: the demo of the core loop (`scripts/demo.py`, what
+`make demo` runs) with its `ci` profile, against a real server with `production` protected, a
+private Redis and one worker process, with the real tiny models. It asserts on the
+`summary.json` the demo writes: the base fails the gates and the SFT adapter passes them, the
+base is refused `production` and the adapter gets it, DPO raises held-out preference accuracy,
+QLoRA trains a 4-bit adapter that lowers the held-out loss, and the distilled student beats the
+untrained one. The figures of a full run are in docs/demo.md; this test asserts the verdicts and
+the direction, not the numbers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 import llmops
-from llmops.v1 import eval_service_pb2 as pb
-from llmops.v1 import jobs_pb2
-from llmops_workers.tiny import ensure_tiny_models
+from llmops.v1 import jobs_pb2, training_service_pb2
+from scripts import demo
 from tests.conftest import ServerThread, make_settings
-from tests.integration.test_training_worker import TERMINAL, Workers, until
+from tests.integration.test_training_worker import Workers
 
-# Building the tiny models and training with default settings take minutes, not seconds.
+# Building the tiny models and training them take minutes, not seconds.
 pytestmark = pytest.mark.timeout(2400)
-
-# Greedy answers of the demo tasks are a few words: 24 new tokens cover every reference.
-GENERATION = pb.GenerationConfig(max_new_tokens=24, batch_size=32)
-PAIRS = "demo-preference-test"
 
 
 @pytest.fixture(scope="module")
@@ -32,65 +34,59 @@ def proof_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThre
     server = ServerThread(settings).start()
     pool = Workers(server)
     pool.start()
-    with llmops.Client(server.address, timeout=30) as client:
-        for name, path in ensure_tiny_models(data_dir / "models").items():
-            client.models.create(name, str(path))
     yield server
     pool.stop()
     server.stop()
 
 
-def _scores(run: pb.EvalRun) -> dict[tuple[str, str], float]:
-    return {(m.task, m.metric): m.value for m in run.metrics}
+def _metric(summary: dict[str, Any], run: str, key: str) -> float:
+    return float(summary["eval_runs"][run]["metrics"][key])
 
 
-def _evaluate(
-    client: llmops.Client, model: str, gate: bool = True, dataset: str = "demo-eval"
-) -> pb.EvalRun:
-    run = client.eval.create(model, dataset, gate=gate, generation=GENERATION)
-    until(lambda: client.eval.get(run.id).state in TERMINAL, 600, f"the eval of {model}")
-    done = client.eval.get(run.id)
-    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message
-    return done
+def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
+    data_dir: Path = proof_stack.settings.data_dir
+    argv = ["--address", proof_stack.address, "--data-dir", str(data_dir), "--profile", "ci"]
+    code = demo.main(argv, console=Console(width=160))
+    summary = json.loads((data_dir / "summary.json").read_text())
+    unmet = [c for c in summary["checks"] if not c["passed"]]
+    assert code == 0 and summary["proof_holds"], (summary["error"], unmet)
+    assert len(summary["checks"]) == 8 and not unmet
+    runs, steps = summary["eval_runs"], summary["steps"]
 
+    # the gates: the base fails every one, the SFT adapter (default hyperparameters) passes all
+    assert steps["sft"]["hyperparameters"] == "defaults"
+    assert not runs["eval-base"]["gate_passed"]
+    assert not any(g["passed"] for g in runs["eval-base"]["gates"])
+    assert runs["eval-sft"]["gate_passed"] and len(runs["eval-sft"]["gates"]) == 3
 
-def _train(client: llmops.Client, method: str, base: str, dataset: str, **kw: str) -> str:
-    job = client.training.create(method, base, dataset, **kw)  # type: ignore[arg-type]
-    until(lambda: client.training.get(job.id).state in TERMINAL, 900, f"the {method} job")
-    done = client.training.get(job.id)
-    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message
-    return done.result_model
-
-
-def test_the_base_fails_the_gates_the_sft_adapter_passes_and_distillation_helps(
-    proof_stack: ServerThread,
-) -> None:
+    # promotion: refused to the base with one GATE violation per gate, given to the adapter
+    promotion = steps["promotion"]
+    assert promotion["base_refused"]
+    assert [v["type"] for v in promotion["violations"]] == ["GATE"] * 3
     with llmops.Client(proof_stack.address, timeout=30) as client:
-        base = _evaluate(client, "llmops-tiny")
-        assert not base.gate_passed and not any(g.passed for g in base.gates)
-        with pytest.raises(llmops.FailedPrecondition):
-            client.models.set_alias("llmops-tiny", "production")
-        adapter = _train(client, "sft", "llmops-tiny", "demo-sft")
-        tuned = _evaluate(client, adapter)
-        assert tuned.gate_passed, [g.description for g in tuned.gates]
-        client.models.set_alias(adapter, "production", reason="passed the gates")
-        assert client.models.get("llmops-tiny-sft@production").id == adapter
+        adapter = steps["sft"]["result_model"]
+        assert client.models.get(f"{client.models.get(adapter).name}@production").id == adapter
+        qlora = client.training.get(steps["qlora"]["job"]["job"])
+        assert qlora.state == jobs_pb2.JOB_STATE_SUCCEEDED
+        assert qlora.method == training_service_pb2.TRAINING_METHOD_QLORA
 
-        # DPO from the adapter raises its preference accuracy on held-out pairs
-        pairs_before = _scores(_evaluate(client, adapter, gate=False, dataset=PAIRS))
-        preferred = _train(client, "dpo", "llmops-tiny", "demo-preference", parent_model=adapter)
-        pairs_after = _scores(_evaluate(client, preferred, gate=False, dataset=PAIRS))
-        key = ("preference", "preference_accuracy")
-        assert pairs_after[key] > pairs_before[key], (pairs_before, pairs_after)
+    # DPO from the adapter raises its preference accuracy on held-out pairs
+    key = "preference/preference_accuracy"
+    assert _metric(summary, "pairs-dpo", key) > _metric(summary, "pairs-sft", key)
 
-        # the adapter then teaches the smaller student
-        teacher = adapter
-        before = _scores(_evaluate(client, "llmops-tiny-student", gate=False))
-        student = _train(
-            client, "distill", "llmops-tiny-student", "demo-sft", teacher_model=teacher
-        )
-        after = _scores(_evaluate(client, student, gate=False))
-        for task in ("summarization", "classification", "extraction"):
-            assert after[(task, "loss")] < before[(task, "loss")] / 2, task
-        assert after[("summarization", "rougeL_f1")] > before[("summarization", "rougeL_f1")]
-        assert after[("classification", "accuracy")] > before[("classification", "accuracy")]
+    # the QLoRA adapter lowers the held-out loss of the base
+    assert _metric(summary, "eval-qlora", "all/loss") < _metric(summary, "eval-base", "all/loss")
+
+    # the adapter teaches the smaller student
+    for task in ("summarization", "classification", "extraction"):
+        before = _metric(summary, "eval-student", f"{task}/loss")
+        assert _metric(summary, "eval-distilled", f"{task}/loss") < before / 2, task
+    for key in ("summarization/rougeL_f1", "classification/accuracy"):
+        assert _metric(summary, "eval-distilled", key) > _metric(summary, "eval-student", key)
+
+    # every eval run left its report in the store
+    for label, run in runs.items():
+        report = Path(run["report"])
+        assert (report / "summary.json").is_file() and (report / "report.md").is_file(), label
+    assert list(steps) == ["tiny models", "sft", "eval", "promotion", "dpo", "qlora", "distill"]
+    assert all(steps[name]["seconds"] > 0 for name in ("sft", "eval", "dpo", "qlora", "distill"))
