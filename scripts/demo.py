@@ -69,7 +69,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", eval_limit=0, qlora_steps=150, dpo_steps=0, distill_steps=0),
+    "full": Profile("full", eval_limit=0, qlora_steps=450, dpo_steps=0, distill_steps=0),
     "ci": Profile("ci", eval_limit=90, qlora_steps=100, dpo_steps=150, distill_steps=0),
 }
 
