@@ -5,16 +5,13 @@ what scripts parse, and bad input is one `error:` line, never a traceback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import llmops
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import ServerThread
 from tests.integration.helpers import make_base_model_dir
 from tests.integration.test_cli_commands import Run, cli, fields, rows
-from tests.integration.test_training_worker import Workers
+from tests.integration.workers import Workers
 
 FAST_SETS = [
     "per_device_train_batch_size=4",
@@ -28,21 +25,6 @@ FAST_SETS = [
 
 def _sets(*extra: str) -> list[str]:
     return [arg for value in (*FAST_SETS, *extra) for arg in ("--set", value)]
-
-
-@pytest.fixture
-def stack(data_dir: Path) -> Iterator[ServerThread]:
-    settings = make_settings(data_dir, job_lease_seconds=8, reconcile_seconds=0.5)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    yield pool
-    pool.stop()
 
 
 def _one_error_line(run: Run, code: int = 1) -> str:

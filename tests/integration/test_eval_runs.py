@@ -16,12 +16,9 @@ from llmops.v1 import eval_service_pb2 as pb
 from llmops.v1 import jobs_pb2
 from tests.conftest import ServerThread, make_settings
 from tests.integration.test_cli_commands import cli, rows
-from tests.integration.test_training_worker import TERMINAL, Workers, until
+from tests.integration.workers import ROOT, TERMINAL, Workers, until
 
 GENERATION = pb.GenerationConfig(max_new_tokens=8, batch_size=8)
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -39,13 +36,6 @@ def stack(data_dir: Path) -> Iterator[ServerThread]:
     running = ServerThread(settings).start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    yield pool
-    pool.stop()
 
 
 def _store_path(stack: ServerThread, uri: str) -> Path:

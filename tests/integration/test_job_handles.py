@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -20,27 +19,11 @@ from google.protobuf import json_format
 import llmops
 from llmops.v1 import eval_service_pb2, jobs_pb2
 from llmops.v1 import training_service_pb2 as pb
-from tests.conftest import ServerThread, make_settings
-from tests.integration.test_training_worker import FAST, TERMINAL, Workers, until
+from tests.conftest import ServerThread
+from tests.integration.workers import FAST, TERMINAL, Workers, until
 
 GENERATION = eval_service_pb2.GenerationConfig(max_new_tokens=8, batch_size=8)
 STATE_CHANGED = jobs_pb2.JOB_EVENT_TYPE_STATE_CHANGED
-
-
-@pytest.fixture
-def stack(data_dir: Path) -> Iterator[ServerThread]:
-    settings = make_settings(data_dir, job_lease_seconds=8, reconcile_seconds=0.5)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    pool.start()
-    yield pool
-    pool.stop()
 
 
 def _assert_complete_log(events: list[jobs_pb2.JobEvent], logged: list[jobs_pb2.JobEvent]) -> None:
@@ -56,6 +39,7 @@ def test_the_sdk_example_runs_as_written(
     tiny_model: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    workers.start()
     monkeypatch.setenv("LLMOPS_ADDRESS", stack.address)
     from llmops import Client
 
@@ -123,6 +107,7 @@ def test_the_sdk_example_runs_as_written(
 def test_refresh_watch_and_cancel_through_the_handle(
     stack: ServerThread, workers: Workers, tiny_model: Path
 ) -> None:
+    workers.start()
     with llmops.Client(stack.address, timeout=30) as client:
         client.models.create("tiny", str(tiny_model))
         job = client.training.create(
@@ -246,6 +231,7 @@ def _restore_when(proxy: CuttableProxy, ready: threading.Event, problems: list[s
 def test_a_watch_reconnects_after_a_cut_connection_without_losing_or_repeating_events(
     stack: ServerThread, workers: Workers, tiny_model: Path
 ) -> None:
+    workers.start()
     with (
         llmops.Client(stack.address, timeout=30) as direct,
         CuttableProxy(stack.address) as proxy,
@@ -332,6 +318,7 @@ async def test_async_pause_and_resume(stack: ServerThread, tiny_model: Path) -> 
 
 
 async def test_async_handles(stack: ServerThread, workers: Workers, tiny_model: Path) -> None:
+    workers.start()
     async with llmops.AsyncClient(stack.address, timeout=30) as client:
         await client.models.create("tiny", str(tiny_model))
         job = await client.training.create(

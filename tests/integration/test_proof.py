@@ -21,7 +21,7 @@ import llmops
 from llmops.v1 import jobs_pb2, training_service_pb2
 from scripts import demo
 from tests.conftest import ServerThread, make_settings
-from tests.integration.test_training_worker import Workers
+from tests.integration.workers import Workers
 
 # Building the tiny models and training them take minutes, not seconds.
 pytestmark = pytest.mark.timeout(2400)

@@ -5,7 +5,6 @@ and the checkpoints; `auto` hyperparameters are chosen from the data and recorde
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,9 @@ from llmops.v1 import jobs_pb2 as jobs
 from llmops.v1 import registry_service_pb2 as registry_pb
 from llmops_services.artifacts import ArtifactStore
 from tests.conftest import ServerThread, make_settings
-from tests.integration.test_training_worker import FAST, TERMINAL, Workers, until
+from tests.integration.workers import FAST, ROOT, TERMINAL, Workers, until
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture
-def stack(data_dir: Path) -> Iterator[ServerThread]:
-    settings = make_settings(data_dir, job_lease_seconds=8, reconcile_seconds=0.5)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    yield pool
-    pool.stop()
 
 
 def _state(client: llmops.Client, job_id: str) -> int:

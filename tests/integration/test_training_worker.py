@@ -11,10 +11,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -27,76 +24,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 import llmops
 from llmops.v1 import jobs_pb2
 from llmops.v1 import training_service_pb2 as pb
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import ServerThread
 from tests.integration.test_tracing import Collector
-
-ROOT = Path(__file__).resolve().parents[2]
-FAST = {
-    "per_device_train_batch_size": 4,
-    "max_length": 64,
-    "logging_steps": 1,
-    "lora_r": 4,
-    "lora_alpha": 8,
-    "warmup_ratio": 0.0,
-}
-
-
-@pytest.fixture
-def stack(data_dir: Path) -> Iterator[ServerThread]:
-    settings = make_settings(data_dir, job_lease_seconds=8, reconcile_seconds=0.5)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
-class Workers:
-    """Worker processes of one stack, as `llmops worker` starts them."""
-
-    def __init__(self, server: ServerThread) -> None:
-        self.env = {
-            **os.environ,
-            "LLMOPS_REDIS_URL": server.settings.redis_url,
-            "LLMOPS_JOB_LEASE_SECONDS": "8",
-        }
-        self.redis_url = server.settings.redis_url
-        self.data_dir = server.settings.data_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, **env: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "llmops", "worker", "--data-dir", str(self.data_dir)]
-        process = subprocess.Popen(
-            command, env={**self.env, **env}, cwd=ROOT, stdout=subprocess.DEVNULL
-        )
-        self.processes.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    yield pool
-    pool.stop()
-
-
-def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls `condition` (a real observable state, not a guess at timing) until it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.integration.workers import FAST, TERMINAL, Workers, until
 
 
 def test_sft_job_runs_to_a_registered_adapter(
@@ -136,9 +66,6 @@ def test_sft_job_runs_to_a_registered_adapter(
         assert [c.step for c in client.training.checkpoints(job.id)] == [3, 6]
         watched = list(client.training.watch(job.id, after_sequence=len(events) - 1))
         assert [e.sequence for e in watched] == [len(events)]
-
-
-TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
 
 
 def test_a_running_job_is_cancelled_at_its_next_step(

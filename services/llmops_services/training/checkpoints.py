@@ -16,7 +16,6 @@ from llmops_services.artifacts import ArtifactStore, safe_key
 from llmops_services.db.tables import CheckpointRow, DatasetRow, JobRow, ModelRow
 from llmops_services.errors import NotFound
 from llmops_services.registry import models
-from llmops_services.registry.names import check_name
 from llmops_services.training import jobs
 
 # What a model directory may carry: weights as safetensors, JSON configs, tokenizer files.
@@ -38,36 +37,34 @@ def find_checkpoint(session: Session, job: JobRow, step: int) -> CheckpointRow:
     return row
 
 
-def _model_files(source: Path, store: ArtifactStore, key: str) -> str:
-    """Copies the publishable files of a checkpoint under `key`; returns the model's URI."""
+def model_key(job_id: str, step: int) -> str:
+    """Where the model directory of a checkpoint goes in the store."""
+    return safe_key("models", "checkpoints", job_id, f"step-{step}")
+
+
+def copy_model_files(source: Path, store: ArtifactStore, key: str) -> None:
+    """Copies the publishable files of a checkpoint under `key` (weights can be gigabytes: the
+    caller runs this outside any transaction and off the event loop)."""
     for path in sorted(source.iterdir()):
         if path.is_file() and path.suffix in _KEPT_SUFFIXES and path.name not in _JOB_STATE_FILES:
             store.put_file(path, f"{key}/{path.name}")
-    return store.uri(key)
 
 
 def register(
     session: Session, store: ArtifactStore, job: JobRow, step: int, output_name: str
 ) -> ModelRow:
-    """Registers the checkpoint as a model with lineage to its job and step; registering the
-    same checkpoint again returns the model registered the first time."""
-    if output_name:
-        check_name("output_name", output_name)
+    """Registers the checkpoint, its files already copied by `copy_model_files`, as a model
+    with lineage to its job and step; the same checkpoint again gives the same model."""
     checkpoint = find_checkpoint(session, job, step)
-    if checkpoint.registered_model_id:
-        earlier = session.get(ModelRow, checkpoint.registered_model_id)
-        if earlier is not None:
-            return earlier
-    source = store.local_path(checkpoint.uri)
-    adapter = (source / "adapter_config.json").is_file()
-    uri = _model_files(source, store, safe_key("models", "checkpoints", job.id, f"step-{step}"))
+    key = model_key(job.id, step)
+    adapter = store.exists(f"{key}/adapter_config.json")
     dataset = session.get(DatasetRow, job.dataset_id)
     row = models.create_model(
         session,
         store,
         name=output_name or job.output_name,
         kind="adapter" if adapter else "merged",
-        uri=uri,
+        uri=store.uri(key),
         description=f"{job.method} checkpoint of {job.id} at step {step}",
         base_model=job.model_id,
         parent_model=job.parent_model_id,

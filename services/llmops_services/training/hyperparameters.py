@@ -187,11 +187,8 @@ def _given(hyperparameters: pb.Hyperparameters) -> dict[str, object]:
     return json_format.MessageToDict(hyperparameters, preserving_proto_field_name=True)
 
 
-def resolve(
-    method: str, hyperparameters: pb.Hyperparameters, facts: Facts | None = None
-) -> pb.Hyperparameters:
-    """Checks the given values against the method's rules and fills in every unset one: by the
-    auto rule when the data and model are known (`facts`), else from the method's defaults.
+def check(method: str, hyperparameters: pb.Hyperparameters) -> dict[str, object]:
+    """The values a request set, checked against the method's rules.
 
     Raises InvalidArgument naming each bad field as `hyperparameters.<name>`.
     """
@@ -212,17 +209,31 @@ def resolve(
         raise InvalidArgument(
             f"{len(violations)} hyperparameter(s) refused for {method}", violations=violations
         )
+    return given
+
+
+def fill(
+    method: str, given: Mapping[str, object], picked: Mapping[str, tuple[object, str]]
+) -> pb.Hyperparameters:
+    """Every value the job uses: the checked `given` ones, then the auto rule's `picked`
+    ones, then the method's defaults."""
     resolved = dict(DEFAULTS[method])
-    if facts is not None:
-        resolved.update(
-            {name: value for name, (value, _) in auto_values(method, given, facts).items()}
-        )
+    resolved.update({name: value for name, (value, _) in picked.items()})
     resolved.update(given)
     if "num_train_epochs" in given and "max_steps" not in given:
         resolved.pop("max_steps")
     message = pb.Hyperparameters()
     json_format.ParseDict(resolved, message)
     return message
+
+
+def resolve(
+    method: str, hyperparameters: pb.Hyperparameters, facts: Facts | None = None
+) -> pb.Hyperparameters:
+    """Checks the given values and fills in every unset one: by the auto rule when the data and
+    model are known (`facts`), else from the method's defaults."""
+    given = check(method, hyperparameters)
+    return fill(method, given, auto_values(method, given, facts) if facts is not None else {})
 
 
 def _number(value: object) -> object:

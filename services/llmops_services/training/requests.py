@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf import json_format
 from sqlalchemy.orm import Session
 
 from llmops.v1 import training_service_pb2 as pb
@@ -85,7 +84,7 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
         raise InvalidArgument("the request is incomplete", violations=missing)
     if request.output_name:
         check_name("output_name", request.output_name)
-    hyperparameters.resolve(method, request.hyperparameters)  # range errors come first
+    given = hyperparameters.check(method, request.hyperparameters)  # range errors come first
     base = models.find_model(session, request.base_model)
     if base.kind == "adapter":
         raise InvalidArgument(
@@ -120,12 +119,9 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
             violations=[FieldViolation("parent_model", "must be an adapter of base_model")],
         )
     facts = hyperparameters.Facts(dataset.row_count, dataset.approx_tokens, base.size_bytes)
-    resolved = hyperparameters.resolve(method, request.hyperparameters, facts)
-    given = json_format.MessageToDict(request.hyperparameters, preserving_proto_field_name=True)
-    notes = tuple(
-        f"{name}={value} ({why})"
-        for name, (value, why) in hyperparameters.auto_values(method, given, facts).items()
-    )
+    picked = hyperparameters.auto_values(method, given, facts)
+    resolved = hyperparameters.fill(method, given, picked)
+    notes = tuple(f"{name}={value} ({why})" for name, (value, why) in picked.items())
     return CheckedJob(
         method=method,
         base_model=base,

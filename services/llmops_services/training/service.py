@@ -17,7 +17,7 @@ from llmops.v1 import training_service_pb2 as pb
 from llmops.v1 import training_service_pb2_grpc as pb_grpc
 from llmops_services import job_api
 from llmops_services.context import Platform
-from llmops_services.db.tables import JobRow, utcnow
+from llmops_services.db.tables import JobRow, ModelRow, utcnow
 from llmops_services.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -27,7 +27,7 @@ from llmops_services.errors import (
 from llmops_services.queue import JobQueue
 from llmops_services.registry import convert as registry_convert
 from llmops_services.registry import models
-from llmops_services.registry.names import new_id, require
+from llmops_services.registry.names import check_name, new_id, require
 from llmops_services.runtime.context import Context, trace_id_var
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
@@ -238,12 +238,31 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
                 "step must be a checkpoint's step",
                 violations=[FieldViolation("step", "must be > 0")],
             )
+        if request.output_name:
+            check_name("output_name", request.output_name)
         store = self.platform.store
+
+        def model_of(session: Session, row: ModelRow) -> registry_pb.Model:
+            return registry_convert.model(row, models.aliases_of(session, [row.id])[row.id])
+
+        def earlier(session: Session) -> tuple[registry_pb.Model | None, str]:
+            """The model registered from the checkpoint before, or where its files are."""
+            job = jobs.get_job(session, request.id)
+            checkpoint = checkpoints.find_checkpoint(session, job, request.step)
+            done = checkpoint.registered_model_id
+            row = session.get(ModelRow, done) if done else None
+            return (model_of(session, row), "") if row is not None else (None, checkpoint.uri)
+
+        model, source = await self.db.run(earlier)
+        if model is not None:
+            return model
+        key = checkpoints.model_key(request.id, request.step)
+        await asyncio.to_thread(checkpoints.copy_model_files, store.local_path(source), store, key)
 
         def work(session: Session) -> registry_pb.Model:
             job = jobs.get_job(session, request.id)
             row = checkpoints.register(session, store, job, request.step, request.output_name)
-            return registry_convert.model(row, models.aliases_of(session, [row.id])[row.id])
+            return model_of(session, row)
 
         return await self.db.run(work)
 
