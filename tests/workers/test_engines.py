@@ -241,6 +241,23 @@ def test_sft_packing_and_padding_free_batches(
     assert run.events.train_losses()[2] == pytest.approx(run.result.metrics["loss"])
 
 
+def test_padding_free_sft_starts_from_the_padded_runs_loss(
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
+) -> None:
+    """The first step sees the same rows either way: the same loss when the attention is exact."""
+    hp = {**SFT_HP, "max_steps": 1, "save_steps": 0, "logging_steps": 1}
+    losses = {}
+    for padding_free in (False, True):
+        spec = make_spec(
+            tiny_models,
+            engine_data,
+            tmp_path / str(padding_free),
+            hyperparameters={**hp, "padding_free": padding_free},
+        )
+        losses[padding_free] = train(spec).events.train_losses()[1]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
 # ---- stopping and resuming ----------------------------------------------------------------------
 
 

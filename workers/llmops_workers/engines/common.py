@@ -8,6 +8,7 @@ Imports torch and the Hugging Face stack; only the engine modules import this on
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from llmops.templates import render
-from llmops_workers.engines import checkpoints
+from llmops_workers.engines import checkpoints, varlen_attention
 from llmops_workers.engines.spec import (
     EngineEvents,
     StopRequest,
@@ -143,10 +144,23 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(model_dir: Path, *, four_bit: bool = False, double_quant: bool = True) -> Any:
-    """A causal LM in float32 on the CPU, optionally quantized to 4-bit NF4 for QLoRA."""
+def load_model(
+    model_dir: Path,
+    *,
+    four_bit: bool = False,
+    double_quant: bool = True,
+    flattened_batches: bool = False,
+) -> Any:
+    """A causal LM in float32 on the CPU, optionally quantized to 4-bit NF4 for QLoRA.
+
+    `flattened_batches` (padding-free or packed training) picks an attention that keeps each
+    sequence of a flattened batch to itself at the cost of a padded batch (`flattened_attention`).
+    """
+    options: dict[str, Any] = {"dtype": torch.float32}
+    if flattened_batches:
+        options["attn_implementation"] = flattened_attention()
     if not four_bit:
-        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **options)
     quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -154,10 +168,22 @@ def load_model(model_dir: Path, *, four_bit: bool = False, double_quant: bool = 
         bnb_4bit_compute_dtype=torch.float32,
     )
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), quantization_config=quantization, device_map="cpu", dtype=torch.float32
+        str(model_dir), quantization_config=quantization, device_map="cpu", **options
     )
     disable_cpu_inference_repack(model)
     return model
+
+
+def flattened_attention() -> str:
+    """The attention implementation for padding-free and packed batches.
+
+    flash-attention's variable-length kernel where it can run (CUDA with the `flash_attn`
+    package), else `varlen_attention.varlen_sdpa`: transformers' own SDPA fallback would attend
+    over the whole flattened batch, at the square of its length.
+    """
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return varlen_attention.register()
 
 
 def disable_cpu_inference_repack(model: torch.nn.Module) -> int:

@@ -57,6 +57,7 @@ def build_model(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]
         spec.base_model_dir,
         four_bit=four_bit,
         double_quant=common.flag(hp, "double_quant", True),
+        flattened_batches=common.flag(hp, "packing") or common.flag(hp, "padding_free"),
     )
     if four_bit:
         model = common.prepare_for_kbit_training(model)
