@@ -51,9 +51,10 @@ POLL = 0.5
 
 @dataclass(frozen=True)
 class Profile:
-    """How much the demo runs. `full` is what `make demo` runs; `ci` is the same loop with
-    shorter DPO and QLoRA jobs and fewer eval rows, for the CI budget. SFT keeps its default
-    hyperparameters in both: 300 steps leave classification below its gate."""
+    """How much the demo runs. `full` is what `make demo` runs; `ci` is the same loop with a
+    shorter QLoRA job and fewer eval rows, for the CI budget. SFT and DPO keep their default
+    hyperparameters in both: SFT at 300 steps left classification below its gate, and DPO at 150
+    steps lowered held-out preference accuracy (0.920 → 0.893) in a CI run."""
 
     name: str
     eval_limit: int
@@ -70,7 +71,7 @@ class Profile:
 
 PROFILES = {
     "full": Profile("full", eval_limit=0, qlora_steps=450, dpo_steps=0, distill_steps=0),
-    "ci": Profile("ci", eval_limit=90, qlora_steps=100, dpo_steps=150, distill_steps=0),
+    "ci": Profile("ci", eval_limit=90, qlora_steps=100, dpo_steps=0, distill_steps=0),
 }
 
 

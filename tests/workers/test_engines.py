@@ -4,6 +4,7 @@ atomically, stops on request, and resumes bit-exactly; `check_spec` catches bad 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -426,6 +427,27 @@ def test_dpo_runs_and_reports_rewards(
     for _, _, metrics in run.events.logs:
         assert {"loss", "rewards/chosen", "rewards/accuracies", "rewards/margins"} <= set(metrics)
     assert (run.result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("rpo_alpha", [0.0, 1.0])
+def test_rpo_alpha_adds_the_chosen_answers_nll_to_the_dpo_loss(
+    rpo_alpha: float, tiny_models: TinyModels, engine_data: Path, tmp_path: Path
+) -> None:
+    """At the first step the policy is its reference, so the DPO term is exactly log 2."""
+    hp = {"max_steps": 1, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 0}
+    spec = make_spec(
+        tiny_models,
+        engine_data,
+        tmp_path,
+        method="dpo",
+        train_file=engine_data / "preference.jsonl",
+        hyperparameters={**hp, "rpo_alpha": rpo_alpha},
+    )
+    loss = train(spec).events.train_losses()[1]
+    if rpo_alpha == 0:
+        assert loss == pytest.approx(math.log(2), abs=1e-4)
+    else:
+        assert loss > math.log(2) + 1  # plus the chosen answers' NLL: nats, on a random model
 
 
 def test_dpo_continues_a_parent_adapter_against_it_as_reference(

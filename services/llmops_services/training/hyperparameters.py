@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {
     "lora_dropout": Rule(0, 0.9, methods=_LORA),
     "target_modules": Rule(methods=_LORA),
     "beta": Rule(0, 100, low_open=True, methods=frozenset({"dpo", "distill"})),
+    "rpo_alpha": Rule(0, 100, methods=frozenset({"dpo"})),
     "temperature": Rule(0, 100, low_open=True, methods=frozenset({"distill"})),
     "distill_alpha": Rule(0, 1, methods=frozenset({"distill"})),
     "seed": Rule(0, 2**32 - 1),
@@ -113,7 +114,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "completion_only_loss": True,
         "double_quant": True,
     },
-    "dpo": {**_COMMON, "learning_rate": 2e-3, "max_steps": 300, "beta": 0.5},
+    "dpo": {**_COMMON, "learning_rate": 2e-3, "max_steps": 300, "beta": 0.5, "rpo_alpha": 1.0},
     "distill": {
         **_COMMON,
         "learning_rate": 2e-3,

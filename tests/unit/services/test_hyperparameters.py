@@ -62,6 +62,8 @@ def test_zero_is_a_value_not_auto() -> None:
         ("sft", pb.Hyperparameters(double_quant=True), "double_quant", "applies to qlora"),
         ("dpo", pb.Hyperparameters(beta=0), "beta", "> 0"),
         ("dpo", pb.Hyperparameters(packing=True), "packing", "not used by dpo"),
+        ("dpo", pb.Hyperparameters(rpo_alpha=-1), "rpo_alpha", ">= 0"),
+        ("sft", pb.Hyperparameters(rpo_alpha=1), "rpo_alpha", "not used by sft"),
         ("distill", pb.Hyperparameters(distill_alpha=1.5), "distill_alpha", "<= 1"),
         ("distill", pb.Hyperparameters(temperature=0), "temperature", "> 0"),
         ("qlora", pb.Hyperparameters(lr_scheduler_type="sometimes"), "lr_scheduler_type", "one of"),

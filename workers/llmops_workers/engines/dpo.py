@@ -27,15 +27,24 @@ log = logging.getLogger("llmops.engine")
 
 
 def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> DPOConfig:
-    """DPO options on top of the common ones: sigmoid loss with `beta`."""
+    """DPO options on top of the common ones: sigmoid loss with `beta`.
+
+    `rpo_alpha` > 0 adds the chosen answers' negative log-likelihood with that weight (RPO,
+    Pang et al. 2024; TRL's "sft" loss term): plain DPO can lower the likelihood of the chosen
+    answers along with the rejected ones, and with it the policy's own preference for them.
+    """
+    rpo_alpha = common.number(hp, "rpo_alpha", 0.0)
+    losses = {"loss_type": ["sigmoid"]}
+    if rpo_alpha > 0:
+        losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]}
     config: DPOConfig = common.training_arguments(
         DPOConfig,
         spec,
         hp,
         staging,
         beta=common.number(hp, "beta", 0.1),
-        loss_type=["sigmoid"],
         max_length=int(common.number(hp, "max_length", 256)),
+        **losses,
     )
     return config
 
