@@ -34,7 +34,7 @@ def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> D
     answers along with the rejected ones, and with it the policy's own preference for them.
     """
     rpo_alpha = common.number(hp, "rpo_alpha", 0.0)
-    losses = {"loss_type": ["sigmoid"]}
+    losses: dict[str, list[str] | list[float]] = {"loss_type": ["sigmoid"]}
     if rpo_alpha > 0:
         losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]}
     config: DPOConfig = common.training_arguments(
