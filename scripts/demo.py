@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import time
@@ -118,6 +119,8 @@ class Demo:
     profile: Profile
     data_dir: Path
     run_id: str
+    threads: int = 1
+    """Torch threads for building the tiny models (no job runs meanwhile, so all the cores)."""
     lines: list[Line] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -254,7 +257,7 @@ class Demo:
         missing = [name for name in (BASE, STUDENT) if not (root / name).is_dir()]
         self.say(f"tiny models: {'building ' + ', '.join(missing) if missing else 'cached'}")
         ids: dict[str, str] = {}
-        for name, path in ensure_tiny_models(root).items():
+        for name, path in ensure_tiny_models(root, threads=self.threads).items():
             existing = [m for m in self.client.models.list("base", name) if m.uri == str(path)]
             if existing:
                 ids[name] = existing[0].id
@@ -262,7 +265,7 @@ class Demo:
                 ids[name] = self.client.models.create(
                     name, str(path), description=describe(path)
                 ).id
-        seconds = self.step("tiny models", started, built=missing, models=ids)
+        seconds = self.step("tiny models", started, built=missing, models=ids, threads=self.threads)
         self.lines.append(
             Line("tiny models", seconds, "built" if missing else "cached", "", ", ".join(ids))
         )
@@ -521,6 +524,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the stack's data dir: tiny models, reports, summary.json (default artifacts/demo)",
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads for building the tiny models (default: every core)",
+    )
     return parser.parse_args(argv)
 
 
@@ -535,7 +544,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     started = time.monotonic()
     error = ""
     with llmops.Client(args.address, timeout=60) as client:
-        demo = Demo(client, out, profile, data_dir, run_id)
+        demo = Demo(client, out, profile, data_dir, run_id, max(1, args.threads))
         out.rule(f"llmops demo against {client.address} ({profile.name} profile)")
         try:
             demo.run()

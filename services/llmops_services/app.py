@@ -127,18 +127,22 @@ class PlatformProcess:
 
 
 class WorkerProcesses:
-    """Workers started beside the services (`llmops up --workers N`), each its own process."""
+    """Workers started beside the services (`llmops up --workers N`), each its own process,
+    running `threads` torch threads per job."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    def __init__(self, settings: Settings, count: int, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.settings = settings
         self.count = count
+        self.threads = threads
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         """Starts `count` workers on the stack's Redis and data dir."""
         env = {**os.environ, "LLMOPS_REDIS_URL": self.settings.redis_url}
         command = [sys.executable, "-m", "llmops", "worker"]
-        command += ["--data-dir", str(self.settings.data_dir)]
+        command += ["--data-dir", str(self.settings.data_dir), "--threads", str(self.threads)]
         for _ in range(self.count):
             self.processes.append(subprocess.Popen(command, env=env))
 
@@ -156,12 +160,15 @@ class WorkerProcesses:
 
 
 async def serve(
-    settings: Settings, services: Sequence[str] = SERVICE_NAMES, workers: int = 0
+    settings: Settings,
+    services: Sequence[str] = SERVICE_NAMES,
+    workers: int = 0,
+    threads: int = 1,
 ) -> None:
     """Runs a process until SIGTERM or SIGINT, printing where it listens."""
     configure_logging(settings.log_level)
     process = PlatformProcess(settings, services)
-    pool = WorkerProcesses(settings, workers)
+    pool = WorkerProcesses(settings, workers, threads)
 
     async def start() -> None:
         addresses = await process.start()
@@ -172,7 +179,7 @@ async def serve(
             print(f"redis    {settings.redis_url}", flush=True)
         if workers:
             pool.start()
-            print(f"workers  {workers}", flush=True)
+            print(f"workers  {workers} ({threads} torch threads per job)", flush=True)
 
     async def stop() -> None:
         pool.stop()

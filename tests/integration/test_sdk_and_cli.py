@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import llmops
 from llmops.cli.main import app
+from llmops.cli.server_commands import worker_threads
 from llmops.v1.registry_service_pb2 import ListPromptTemplatesRequest
 from llmops.v1.registry_service_pb2_grpc import RegistryServiceStub
 from llmops_services.runtime.auth import create_key
@@ -178,6 +179,45 @@ def test_serve_process_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert {"ts", "level", "request_id", "duration_ms", "principal"} <= entry.keys()
     assert by_method["ListPromptTemplates"]["trace_id"] == TRACE_ID
     assert any(entry.get("msg") == "grpc server stopped" for entry in lines)
+
+
+def test_up_starts_the_stack_and_a_worker_with_the_threads_asked_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """`llmops up` as the demo runs it: services, a private Redis and one worker process that
+    gets `--threads`; SIGTERM stops all of them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    command = [sys.executable, "-m", "llmops", "up", "--grpc-port", "0", "--metrics-port", "-1"]
+    command += ["--data-dir", str(tmp_path / "data"), "--threads", "2"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(3)]
+            assert lines[0].startswith("gRPC") and lines[1].startswith("redis"), lines
+            assert lines[2] == "workers  1 (2 torch threads per job)\n", lines
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children.split()]
+            (worker,) = [c.split(b"\0") for c in commands if b"worker" in c.split(b"\0")]
+            assert worker[worker.index(b"--threads") + 1] == b"2"
+            with llmops.Client(lines[0].split()[1], timeout=10) as client:
+                assert client.templates.get("extraction").template_id == "extraction"
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (3, 2, 1), (2, 16, 8), (0, 4, 4)]
+)
+def test_up_splits_the_cores_between_its_workers(workers: int, cores: int, threads: int) -> None:
+    assert worker_threads(workers, cores) == threads
 
 
 def _exercise(process: subprocess.Popen[str]) -> str:
