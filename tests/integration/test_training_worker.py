@@ -229,13 +229,24 @@ def test_an_input_error_fails_the_job_at_once_without_a_retry(
         assert done.error.code == 3 and "no chat template" in done.error.message
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _fork_server(worker: subprocess.Popen[bytes]) -> int:
+    """The pid of the worker's fork server (not multiprocessing's resource tracker)."""
+    (server,) = [
+        child
+        for child in _children(worker.pid)
+        if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    return server
+
+
 def _training_child(worker: subprocess.Popen[bytes]) -> int | None:
-    """The pid of the worker's training process (not multiprocessing's resource tracker)."""
-    for child in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split():
-        command = Path(f"/proc/{child}/cmdline").read_bytes()
-        if b"spawn_main" in command:
-            return int(child)
-    return None
+    """The pid of the worker's training process, which its fork server forked."""
+    children = _children(_fork_server(worker))
+    return children[0] if len(children) == 1 else None
 
 
 def test_a_crashed_training_process_is_retried_and_resumes(
@@ -250,6 +261,8 @@ def test_a_crashed_training_process_is_retried_and_resumes(
         until(lambda: len(client.training.checkpoints(job.id)) >= 1, 240, "a first checkpoint")
         child = _training_child(worker)
         assert child is not None
+        # the fork server had imported torch before it forked the job's process
+        assert b"libtorch_cpu" in Path(f"/proc/{_fork_server(worker)}/maps").read_bytes()
         os.kill(child, signal.SIGKILL)
         (done,) = _wait_done(client, job.id)
         assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message

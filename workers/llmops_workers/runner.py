@@ -158,6 +158,18 @@ class Supervisor:
         return result
 
 
+PRELOAD_MODULE = "llmops_workers.preload"
+
+
+def job_process_context() -> multiprocessing.context.ForkServerContext:
+    """Where each job's process comes from: forked from a fork server that has imported the ML
+    stack once (llmops_workers.preload), rather than started and importing it again per job."""
+    context = multiprocessing.get_context("forkserver")
+    assert isinstance(context, multiprocessing.context.ForkServerContext)
+    context.set_forkserver_preload([PRELOAD_MODULE])
+    return context
+
+
 def _reap(child: Any) -> None:
     child.join(30)
     if child.is_alive():
@@ -173,11 +185,13 @@ async def supervise(
     A child that sent its result is left to exit on its own and put in `exiting`: the shutdown
     of a process with torch loaded takes a second or two, which the job need not wait for.
     """
-    context = multiprocessing.get_context("spawn")
+    context = job_process_context()
     reports: Any = context.Queue()
     control: Any = context.Value("i", STOP_NONE)
     child = context.Process(target=child_main, args=(spec, reports, control), daemon=True)
-    child.start()
+    # started from a thread, with the heartbeat going meanwhile: the first job of a new worker
+    # waits for its fork server to finish importing the ML stack (seconds), longer than a lease
+    starting = asyncio.ensure_future(asyncio.to_thread(child.start))
     supervisor = Supervisor(platform, attempt)
     # at least every second: the heartbeat is also how a cancel reaches the child, and a user
     # who cancels should not wait a quarter of the lease for it (one row update per second)
@@ -197,6 +211,16 @@ async def supervise(
                 if stop != STOP_NONE and control.value != STOP_CANCEL:
                     control.value = stop
                 next_beat = now + beat_every
+            if not starting.done():
+                await asyncio.wait({starting}, timeout=0.2)
+                continue
+            if starting.exception() is not None:
+                outcome = (
+                    "error",
+                    "crash",
+                    f"could not start the job's process: {starting.exception()}",
+                )
+                break
             try:
                 message = await asyncio.to_thread(reports.get, True, 0.2)
             except queue_module.Empty:
@@ -208,7 +232,10 @@ async def supervise(
             else:
                 supervisor.on_message(message)
     finally:
-        if outcome is not None and outcome[0] == "result":
+        await asyncio.wait({starting})
+        if starting.exception() is not None:
+            pass  # no process to stop
+        elif outcome is not None and outcome[0] == "result":
             exiting.append(child)
         else:
             await asyncio.to_thread(_reap, child)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing.forkserver
 import os
 import socket
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from llmops_services.settings import Settings
 from llmops_workers import capabilities
 from llmops_workers.eval_runner import eval_attempt
 from llmops_workers.registry_link import RegistryLink
-from llmops_workers.runner import run_attempt
+from llmops_workers.runner import job_process_context, run_attempt
 
 log = logging.getLogger("llmops.worker")
 
@@ -93,6 +94,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     if settings.worker_metrics_port >= 0:
         port = start_metrics_server(settings.worker_metrics_port, settings.grpc_host)
         ctx["metrics"] = f"http://{settings.grpc_host}:{port}/metrics"
+    # the fork server imports the ML stack while the worker waits for its first job
+    job_process_context()
+    multiprocessing.forkserver.ensure_running()
     platform = Platform.open(settings)
     ctx["platform"] = platform
     ctx["announcer"] = Announcer(settings.redis_url).install(platform.db)
