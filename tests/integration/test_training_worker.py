@@ -96,8 +96,13 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes(
             "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 40, "save_steps": 4}
         )
         until(lambda: len(client.training.checkpoints(job.id)) >= 1, 240, "a first checkpoint")
+        server, child = _fork_server(first), _training_child(first)
+        assert child is not None
         first.send_signal(signal.SIGKILL)
         first.wait()
+        # no orphan keeps training: the fork server sees its worker gone, and the job's process
+        # dies with the fork server (PR_SET_PDEATHSIG)
+        until(lambda: not _running(server) and not _running(child), 60, "no orphan process")
         workers.start()
         until(lambda: client.training.get(job.id).state in TERMINAL, 300, "the resumed job")
         done = client.training.get(job.id)
@@ -241,6 +246,15 @@ def _fork_server(worker: subprocess.Popen[bytes]) -> int:
         if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
     return server
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _training_child(worker: subprocess.Popen[bytes]) -> int | None:
