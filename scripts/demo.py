@@ -119,7 +119,7 @@ class Demo:
     profile: Profile
     data_dir: Path
     run_id: str
-    threads: int = 1
+    threads: int
     """Torch threads for building the tiny models (no job runs meanwhile, so all the cores)."""
     lines: list[Line] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)

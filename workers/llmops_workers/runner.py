@@ -233,12 +233,11 @@ async def supervise(
                 supervisor.on_message(message)
     finally:
         await asyncio.wait({starting})
-        if starting.exception() is not None:
-            pass  # no process to stop
-        elif outcome is not None and outcome[0] == "result":
-            exiting.append(child)
-        else:
-            await asyncio.to_thread(_reap, child)
+        if starting.exception() is None:  # otherwise there is no process to stop
+            if outcome is not None and outcome[0] == "result":
+                exiting.append(child)
+            else:
+                await asyncio.to_thread(_reap, child)
     return outcome
 
 
