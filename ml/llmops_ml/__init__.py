@@ -1,0 +1,1 @@
+"""Model code shared by training, evaluation and inference; imports nothing of the platform."""
