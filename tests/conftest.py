@@ -16,6 +16,7 @@ import pytest
 from llmops.v1 import registry_service_pb2_grpc
 from llmops_services.app import Addresses, PlatformProcess
 from llmops_services.settings import Settings
+from tests.tiny_models import TinyModels, build_tiny_models
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -96,3 +97,9 @@ async def channel(server: ServerThread) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def registry(channel: grpc.aio.Channel) -> registry_service_pb2_grpc.RegistryServiceAsyncStub:
     return registry_service_pb2_grpc.RegistryServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """A tiny random Llama pair (base and student) shared by the model, engine and eval tests."""
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

@@ -25,7 +25,7 @@ from llmops_workers.engines import (
 )
 from llmops_workers.engines import checkpoints as ckpt
 from llmops_workers.engines.spec import resolve_hyperparameters
-from tests.workers.conftest import TinyModels, read_rows, write_rows
+from tests.tiny_models import TinyModels, read_rows, write_rows
 
 GEMV_4BIT = ".*gemv_4bit.*"
 SFT_HP: dict[str, object] = {
@@ -157,12 +157,31 @@ def test_sft_reports_start_logs_and_only_complete_checkpoints(sft_run: Run) -> N
     assert ckpt.latest_complete(sft_run.spec.output_dir) == root / "step-12"
 
 
+def test_training_loads_and_trains_on_the_cpu_in_float32(
+    tiny_models: TinyModels, engine_data: Path, tmp_path: Path
+) -> None:
+    """The model package's placement rule, asked for the CPU; the Trainer's arguments agree."""
+    import torch
+    from trl.trainer.sft_config import SFTConfig
+
+    from llmops_ml import placement
+    from llmops_workers.engines import arguments, sft
+
+    assert arguments.PLACEMENT == placement.CPU
+    spec = make_spec(tiny_models, engine_data, tmp_path / "out")
+    config: SFTConfig = sft.sft_config(spec, resolve_hyperparameters(spec), tmp_path / "staging")
+    assert (config.use_cpu, config.bf16, config.fp16) == (True, False, False)
+    model, _ = sft.build_model(spec, resolve_hyperparameters(spec))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_sft_trains_only_the_adapter_on_completion_tokens_of_rendered_prompts(
     tiny_models: TinyModels, engine_data: Path, tmp_path: Path
 ) -> None:
     import torch
 
-    from llmops_workers.engines import common, sft
+    from llmops_workers.engines import sft
+    from llmops_workers.engines.runtime import engine_runtime
 
     rows = [{"prompt": "Ada Lovelace lives in London.", "completion": " Ada Lovelace"}] * 8
     spec = make_spec(
@@ -173,7 +192,7 @@ def test_sft_trains_only_the_adapter_on_completion_tokens_of_rendered_prompts(
         template="Extract the person's full name.\nText: {text}\nName:",
         hyperparameters={**SFT_HP, "max_steps": 3},
     )
-    with common.engine_runtime(1):
+    with engine_runtime(1):
         trainer = sft.build_trainer(spec, tmp_path / "staging")
         tokenizer: Any = trainer.processing_class
         dataset: Any = trainer.train_dataset
@@ -361,11 +380,12 @@ def _qlora_grads_after_eval_forward(model_dir: Path, *, fix: bool) -> dict[str, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from llmops_workers.engines import common
+    from llmops_ml import loading, placement
+    from llmops_workers.engines import qlora
 
     torch.manual_seed(0)
     if fix:
-        model = common.load_model(model_dir, four_bit=True)
+        model = loading.load_model(model_dir, placement.CPU, four_bit=True)
     else:
         quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
@@ -374,7 +394,7 @@ def _qlora_grads_after_eval_forward(model_dir: Path, *, fix: bool) -> dict[str, 
             str(model_dir), quantization_config=quantization, device_map="cpu"
         )
     model = get_peft_model(
-        common.prepare_for_kbit_training(model),
+        qlora.prepare_for_kbit_training(model),
         LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
     batch = AutoTokenizer.from_pretrained(str(model_dir))(["Ada Lovelace"], return_tensors="pt")
@@ -388,9 +408,9 @@ def _qlora_grads_after_eval_forward(model_dir: Path, *, fix: bool) -> dict[str, 
 
 @pytest.mark.usefixtures("gemv_4bit_is_an_error")
 def test_qlora_gradients_survive_an_eval_mode_forward(tiny_models: TinyModels) -> None:
-    from llmops_workers.engines import common
+    from llmops_workers.engines.runtime import engine_runtime
 
-    with common.engine_runtime(1):
+    with engine_runtime(1):
         grads = _qlora_grads_after_eval_forward(tiny_models.base, fix=True)
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
 
@@ -399,11 +419,11 @@ def test_without_the_fix_the_4bit_trap_shows_as_the_gemv_warning(tiny_models: Ti
     """The control for the test above: on this CPU the trap is real and the warning is its sign."""
     from bitsandbytes.functional import has_avx512bf16
 
-    from llmops_workers.engines import common
+    from llmops_workers.engines.runtime import engine_runtime
 
     if not has_avx512bf16():  # type: ignore[no-untyped-call]
         pytest.skip("no AVX512-BF16 on this CPU: bitsandbytes never repacks, no trap to show")
-    with common.engine_runtime(1), pytest.warns(UserWarning, match=GEMV_4BIT):
+    with engine_runtime(1), pytest.warns(UserWarning, match=GEMV_4BIT):
         _qlora_grads_after_eval_forward(tiny_models.base, fix=False)
 
 

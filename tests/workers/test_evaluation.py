@@ -32,7 +32,7 @@ from llmops_workers.evaluation.metrics import (
     score_answer,
     task_metric,
 )
-from tests.workers.conftest import TinyModels, read_rows, write_rows
+from tests.tiny_models import TinyModels, read_rows, write_rows
 
 LABELS = ("sports", "technology", "food", "travel")
 GENERATION_METRICS = {
@@ -642,12 +642,12 @@ def test_an_adapter_is_applied(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from llmops_workers.engines import common
+    from llmops_workers.engines.runtime import engine_runtime
 
     base, tokenizer = _load(tiny_models.base)
     torch.manual_seed(1)
     config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-    with common.engine_runtime(1):  # PEFT trips a transformers deprecation warning
+    with engine_runtime(1):  # PEFT trips a transformers deprecation warning
         get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
         adapted, _ = _load(tiny_models.base, tmp_path / "adapter")
     spec = make_spec(

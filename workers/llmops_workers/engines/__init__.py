@@ -44,9 +44,9 @@ def run_training(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
     problems = check_spec(spec)
     if problems:
         raise ValueError("invalid training spec: " + "; ".join(problems))
-    from llmops_workers.engines import common
+    from llmops_workers.engines.runtime import engine_runtime
 
-    with common.engine_runtime(spec.threads):
+    with engine_runtime(spec.threads):
         if spec.method in ("sft", "qlora"):
             from llmops_workers.engines.sft import run_sft
 

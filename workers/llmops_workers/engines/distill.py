@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from peft import PeftModel
 from trl.trainer.sft_trainer import SFTTrainer
 
-from llmops_workers.engines import common, sft
+from llmops_ml import loading
+from llmops_workers.engines import arguments, data, run, sft
+from llmops_workers.engines.events import EventsBridge
 from llmops_workers.engines.spec import (
     EngineEvents,
     TrainingResult,
@@ -127,21 +129,19 @@ def load_teacher(spec: TrainingSpec) -> Any:
     """The teacher: a full model directory, or a base with an adapter merged into it."""
     if spec.teacher_model_dir is None:
         raise ValueError("distillation needs a teacher model")
-    teacher = common.load_model(spec.teacher_model_dir)
-    if spec.teacher_adapter_dir is not None:
-        with_adapter = common.load_adapter(teacher, spec.teacher_adapter_dir, trainable=False)
-        teacher = with_adapter.merge_and_unload()
-    return teacher
+    return loading.load_merged(
+        spec.teacher_model_dir, spec.teacher_adapter_dir, arguments.PLACEMENT
+    )
 
 
 def build_student(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
     """The student and its LoRA config (None for full fine-tuning or a parent adapter)."""
-    model = common.load_model(spec.base_model_dir)
+    model = loading.load_model(spec.base_model_dir, arguments.PLACEMENT)
     if spec.parent_adapter_dir is not None:
-        return common.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
-    if common.flag(hp, "full_finetune"):
+        return loading.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
+    if arguments.flag(hp, "full_finetune"):
         return model, None
-    return model, common.lora_config(hp)
+    return model, arguments.lora_config(hp)
 
 
 def check_vocabularies(student: Any, teacher: Any) -> None:
@@ -158,12 +158,12 @@ def check_vocabularies(student: Any, teacher: Any) -> None:
 def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer:
     """The trainer that `run_distill` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = common.load_tokenizer(spec.base_model_dir)
-    train = common.to_dataset(common.sft_rows(common.read_jsonl(spec.train_file), spec.template))
+    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
     evaluation = None
     if spec.validation_file is not None:
-        rows = common.sft_rows(common.read_jsonl(spec.validation_file), spec.template)
-        evaluation = common.to_dataset(rows)
+        rows = data.sft_rows(data.read_jsonl(spec.validation_file), spec.template)
+        evaluation = data.to_dataset(rows)
     teacher = load_teacher(spec)
     student, peft_config = build_student(spec, hp)
     check_vocabularies(student, teacher)
@@ -175,9 +175,9 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer
         processing_class=tokenizer,
         peft_config=peft_config,
         teacher=teacher,
-        temperature=common.number(hp, "temperature", 2.0),
-        alpha=common.number(hp, "distill_alpha", 0.5),
-        beta=common.number(hp, "beta", 0.0),
+        temperature=arguments.number(hp, "temperature", 2.0),
+        alpha=arguments.number(hp, "distill_alpha", 0.5),
+        beta=arguments.number(hp, "beta", 0.0),
     )
     log.info("distill: %d rows, hyperparameters %s", len(train), hp)
     return trainer
@@ -185,10 +185,10 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer
 
 def run_distill(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
     """Distils the teacher into the student (LoRA, or the whole student with full_finetune)."""
-    common.check_resume_source(spec)
-    with common.staging_dir(spec.output_dir) as staging:
+    run.check_resume_source(spec)
+    with run.staging_dir(spec.output_dir) as staging:
         trainer = build_trainer(spec, staging)
-        bridge = common.EventsBridge(events, spec.output_dir)
-        common.attach(trainer, bridge)
+        bridge = EventsBridge(events, spec.output_dir)
+        run.attach(trainer, bridge)
         full_model = not isinstance(trainer.model, PeftModel)
-        return common.run(trainer, spec, bridge, full_model=full_model)
+        return run.run(trainer, spec, bridge, full_model=full_model)

@@ -15,7 +15,9 @@ from typing import Any
 from trl.trainer.dpo_config import DPOConfig
 from trl.trainer.dpo_trainer import DPOTrainer
 
-from llmops_workers.engines import common
+from llmops_ml import loading
+from llmops_workers.engines import arguments, data, run
+from llmops_workers.engines.events import EventsBridge
 from llmops_workers.engines.spec import (
     EngineEvents,
     TrainingResult,
@@ -33,17 +35,17 @@ def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> D
     Pang et al. 2024; TRL's "sft" loss term): plain DPO can lower the likelihood of the chosen
     answers along with the rejected ones, and with it the policy's own preference for them.
     """
-    rpo_alpha = common.number(hp, "rpo_alpha", 0.0)
+    rpo_alpha = arguments.number(hp, "rpo_alpha", 0.0)
     losses: dict[str, list[str] | list[float]] = {"loss_type": ["sigmoid"]}
     if rpo_alpha > 0:
         losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]}
-    config: DPOConfig = common.training_arguments(
+    config: DPOConfig = arguments.training_arguments(
         DPOConfig,
         spec,
         hp,
         staging,
-        beta=common.number(hp, "beta", 0.1),
-        max_length=int(common.number(hp, "max_length", 256)),
+        beta=arguments.number(hp, "beta", 0.1),
+        max_length=int(arguments.number(hp, "max_length", 256)),
         **losses,
     )
     return config
@@ -51,22 +53,22 @@ def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> D
 
 def build_policy(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
     """The policy and the LoRA config to apply (None when it continues a parent adapter)."""
-    model = common.load_model(spec.base_model_dir)
+    model = loading.load_model(spec.base_model_dir, arguments.PLACEMENT)
     if spec.parent_adapter_dir is not None:
-        return common.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
-    return model, common.lora_config(hp)
+        return loading.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
+    return model, arguments.lora_config(hp)
 
 
 def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
     """The `DPOTrainer` that `run_dpo` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = common.load_tokenizer(spec.base_model_dir)
-    rows = common.preference_rows(common.read_jsonl(spec.train_file), spec.template)
-    train = common.to_dataset(rows)
+    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    rows = data.preference_rows(data.read_jsonl(spec.train_file), spec.template)
+    train = data.to_dataset(rows)
     evaluation = None
     if spec.validation_file is not None:
-        held_out = common.preference_rows(common.read_jsonl(spec.validation_file), spec.template)
-        evaluation = common.to_dataset(held_out)
+        held_out = data.preference_rows(data.read_jsonl(spec.validation_file), spec.template)
+        evaluation = data.to_dataset(held_out)
     model, peft_config = build_policy(spec, hp)
     trainer = DPOTrainer(
         model=model,
@@ -83,9 +85,9 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
 
 def run_dpo(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
     """Trains a LoRA adapter on prompt/chosen/rejected rows."""
-    common.check_resume_source(spec)
-    with common.staging_dir(spec.output_dir) as staging:
+    run.check_resume_source(spec)
+    with run.staging_dir(spec.output_dir) as staging:
         trainer = build_trainer(spec, staging)
-        bridge = common.EventsBridge(events, spec.output_dir)
-        common.attach(trainer, bridge)
-        return common.run(trainer, spec, bridge)
+        bridge = EventsBridge(events, spec.output_dir)
+        run.attach(trainer, bridge)
+        return run.run(trainer, spec, bridge)

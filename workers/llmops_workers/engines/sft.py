@@ -2,7 +2,7 @@
 
 QLoRA is the same run on a 4-bit NF4 base: the base is quantized at load time, prepared for
 k-bit training, and its 4-bit layers are kept from repacking for inference (see
-`common.disable_cpu_inference_repack`).
+`llmops_ml.loading.disable_cpu_inference_repack`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
-from llmops_workers.engines import common
+from llmops_ml import loading
+from llmops_workers.engines import arguments, data, qlora, run
+from llmops_workers.engines.events import EventsBridge
 from llmops_workers.engines.spec import (
     EngineEvents,
     TrainingResult,
@@ -32,12 +34,12 @@ def sft_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> S
     `completion_only_loss` defaults to on (the loss covers only completion tokens). Padding-free
     batches without packing need `max_length=None` in TRL, so rows are not truncated then.
     """
-    packing = common.flag(hp, "packing")
-    padding_free = common.flag(hp, "padding_free")
-    max_length: int | None = int(common.number(hp, "max_length", 256))
+    packing = arguments.flag(hp, "packing")
+    padding_free = arguments.flag(hp, "padding_free")
+    max_length: int | None = int(arguments.number(hp, "max_length", 256))
     if padding_free and not packing:
         max_length = None
-    config: SFTConfig = common.training_arguments(
+    config: SFTConfig = arguments.training_arguments(
         SFTConfig,
         spec,
         hp,
@@ -45,7 +47,7 @@ def sft_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> S
         max_length=max_length,
         packing=packing,
         padding_free=padding_free,
-        completion_only_loss=common.flag(hp, "completion_only_loss", True),
+        completion_only_loss=arguments.flag(hp, "completion_only_loss", True),
     )
     return config
 
@@ -53,28 +55,29 @@ def sft_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> S
 def build_model(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
     """The model to train and the LoRA config to apply (None when continuing a parent adapter)."""
     four_bit = spec.method == "qlora"
-    model = common.load_model(
+    model = loading.load_model(
         spec.base_model_dir,
+        arguments.PLACEMENT,
         four_bit=four_bit,
-        double_quant=common.flag(hp, "double_quant", True),
-        flattened_batches=common.flag(hp, "packing") or common.flag(hp, "padding_free"),
+        double_quant=arguments.flag(hp, "double_quant", True),
+        flattened_batches=arguments.flag(hp, "packing") or arguments.flag(hp, "padding_free"),
     )
     if four_bit:
-        model = common.prepare_for_kbit_training(model)
+        model = qlora.prepare_for_kbit_training(model)
     if spec.parent_adapter_dir is not None:
-        return common.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
-    return model, common.lora_config(hp)
+        return loading.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
+    return model, arguments.lora_config(hp)
 
 
 def build_trainer(spec: TrainingSpec, staging: Path) -> SFTTrainer:
     """The `SFTTrainer` that `run_sft` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = common.load_tokenizer(spec.base_model_dir)
-    train = common.to_dataset(common.sft_rows(common.read_jsonl(spec.train_file), spec.template))
+    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
     evaluation = None
     if spec.validation_file is not None:
-        rows = common.sft_rows(common.read_jsonl(spec.validation_file), spec.template)
-        evaluation = common.to_dataset(rows)
+        rows = data.sft_rows(data.read_jsonl(spec.validation_file), spec.template)
+        evaluation = data.to_dataset(rows)
     model, peft_config = build_model(spec, hp)
     trainer = SFTTrainer(
         model=model,
@@ -85,16 +88,16 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> SFTTrainer:
         peft_config=peft_config,
     )
     if spec.method == "qlora":
-        common.adapters_to_float32(trainer.model)
+        qlora.adapters_to_float32(trainer.model)
     log.info("%s: %d training rows, hyperparameters %s", spec.method, len(train), hp)
     return trainer
 
 
 def run_sft(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
     """Fine-tunes a LoRA adapter (on a 4-bit base for "qlora") on prompt/completion or chat rows."""
-    common.check_resume_source(spec)
-    with common.staging_dir(spec.output_dir) as staging:
+    run.check_resume_source(spec)
+    with run.staging_dir(spec.output_dir) as staging:
         trainer = build_trainer(spec, staging)
-        bridge = common.EventsBridge(events, spec.output_dir)
-        common.attach(trainer, bridge)
-        return common.run(trainer, spec, bridge)
+        bridge = EventsBridge(events, spec.output_dir)
+        run.attach(trainer, bridge)
+        return run.run(trainer, spec, bridge)

@@ -1,6 +1,10 @@
 """The eval loop: batches of examples through the model, events between batches, the report at
 the end. Imports torch; `run_eval` imports this module only when called.
 
+Loading, generation and teacher-forced scoring are the model package's (`llmops_ml`), the same
+code the serving engine runs, so the gates judge what is served; this module maps an eval spec
+onto them.
+
 Batches follow the file's order and may mix generation examples and preference pairs. A
 generation example costs one `generate` call (shared by its batch) and one teacher-forced
 forward for its reference's loss; a preference pair costs one forward for chosen and rejected.
@@ -14,9 +18,12 @@ from collections.abc import Sequence
 
 import torch
 import transformers
+from transformers import GenerationConfig
 
-from llmops_workers.engines import common
-from llmops_workers.evaluation import model
+from llmops_ml import generation, loading, scoring
+from llmops_ml.loading import LoadedModel
+from llmops_workers.engines.data import render_prompt
+from llmops_workers.engines.runtime import engine_runtime
 from llmops_workers.evaluation.examples import Example, limited, load_examples
 from llmops_workers.evaluation.metrics import (
     GenerationRecord,
@@ -36,19 +43,26 @@ log = logging.getLogger("llmops.eval")
 
 def _prompt(example: Example, template: str | None) -> str:
     """The prompt rendered exactly as training renders it."""
-    return common.render_prompt({"prompt": example.prompt}, template)
+    return render_prompt({"prompt": example.prompt}, template)
+
+
+def _generation_config(lm: LoadedModel, spec: EvalSpec) -> GenerationConfig:
+    """The spec's decoding: greedy for temperature 0, else seeded nucleus sampling."""
+    return generation.generation_config(
+        lm, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p
+    )
 
 
 def _generation_records(
-    lm: model.LoadedModel, spec: EvalSpec, batch: Sequence[Example], labels: frozenset[str]
+    lm: LoadedModel, spec: EvalSpec, batch: Sequence[Example], labels: frozenset[str]
 ) -> list[Record]:
     prompts = [_prompt(example, spec.template) for example in batch]
-    predictions = model.generate(lm, prompts, spec)
+    predictions = generation.generate(lm, prompts, _generation_config(lm, spec))
     sequences = [
-        model.encode(lm.tokenizer, prompt, [example.reference])[0]
+        scoring.encode(lm.tokenizer, prompt, [example.reference])[0]
         for prompt, example in zip(prompts, batch, strict=True)
     ]
-    losses = model.sequence_logprobs(lm, sequences, spec.batch_size)
+    losses = scoring.sequence_logprobs(lm, sequences, spec.batch_size)
     return [
         GenerationRecord(
             example=example,
@@ -64,16 +78,14 @@ def _generation_records(
     ]
 
 
-def _preference_records(
-    lm: model.LoadedModel, spec: EvalSpec, batch: Sequence[Example]
-) -> list[Record]:
+def _preference_records(lm: LoadedModel, spec: EvalSpec, batch: Sequence[Example]) -> list[Record]:
     prompts = [_prompt(example, spec.template) for example in batch]
     sequences = [
         sequence
         for prompt, example in zip(prompts, batch, strict=True)
-        for sequence in model.encode(lm.tokenizer, prompt, [example.chosen, example.rejected])
+        for sequence in scoring.encode(lm.tokenizer, prompt, [example.chosen, example.rejected])
     ]
-    scores = model.sequence_logprobs(lm, sequences, spec.batch_size)
+    scores = scoring.sequence_logprobs(lm, sequences, spec.batch_size)
     return [
         PreferenceRecord(
             example=example,
@@ -88,7 +100,7 @@ def _preference_records(
 
 
 def evaluate_batch(
-    lm: model.LoadedModel, spec: EvalSpec, batch: Sequence[Example], labels: frozenset[str]
+    lm: LoadedModel, spec: EvalSpec, batch: Sequence[Example], labels: frozenset[str]
 ) -> list[Record]:
     """The records of one batch, in the batch's order."""
     generation = [example for example in batch if not example.is_preference]
@@ -112,8 +124,9 @@ def run(spec: EvalSpec, events: EvalEvents) -> EvalResult:
     labels = classification_labels(every)
     examples = limited(every, spec.limit)
     records: list[Record] = []
-    with common.engine_runtime(spec.threads), torch.inference_mode():
-        lm = model.load(spec)
+    with engine_runtime(spec.threads), torch.inference_mode():
+        lm = loading.load_for_inference(spec.model_dir, spec.adapter_dir)
+        log.info("evaluating %s on %s (%s)", spec.model_dir, lm.device, lm.dtype)
         transformers.set_seed(spec.seed)
         loaded = time.perf_counter()
         events.on_start(len(examples))

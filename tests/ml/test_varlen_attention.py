@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from llmops_workers.engines import common, varlen_attention
-from tests.workers.conftest import TinyModels
+from llmops_ml import loading, placement, varlen_attention
+from tests.tiny_models import TinyModels
 
 LENGTHS = (5, 9, 3, 7)
 
@@ -127,6 +127,6 @@ def test_the_sequence_layout_places_tokens_row_by_row() -> None:
 def test_engines_pick_it_only_for_flattened_batches(
     flattened: bool, tiny_models: TinyModels
 ) -> None:
-    model = common.load_model(tiny_models.base, flattened_batches=flattened)
+    model = loading.load_model(tiny_models.base, placement.CPU, flattened_batches=flattened)
     expected = varlen_attention.NAME if flattened else "sdpa"
     assert model.config._attn_implementation == expected
