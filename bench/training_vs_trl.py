@@ -23,12 +23,13 @@ the plain script calls the same):
 Measured per run (medians over `--repeats`, variants interleaved in a rotating order):
 
 - load→saved: from the start of loading the tokenizer (then rows and model) to the adapter on
-  disk. In the platform this is read from a probe (below) in the worker's training child: the
-  start of `common.load_tokenizer` to the end of `common.save_result`. It covers the same steps as
-  the plain script's interval (load, SFTTrainer set-up and dataset tokenization, train, save) plus
-  what the engine adds inside them: the checkpoint the Trainer always writes at the last step
-  (the API refuses `save_steps` 0, so the job asks for 1,000,000, which leaves only that one),
-  its publication, and the events bridge.
+  disk. In the platform this is the sum of the phases the engine reports with every job's
+  result (`phase_setup_seconds` + `phase_train_seconds` + `phase_save_seconds`, read from the
+  job's `metrics` through the SDK; `llmops_workers/engines/phases.py`). It covers the same steps
+  as the plain script's interval (load, SFTTrainer set-up and dataset tokenization, train, save)
+  plus what the engine adds inside them: the checkpoint the Trainer always writes at the last
+  step (the API refuses `save_steps` 0, so the job asks for 1,000,000, which leaves only that
+  one; its time is `phase_checkpoint_seconds`), its publication, and the events bridge.
 - end-to-end: plain: from `Popen` of its fresh Python to the adapter on disk (interpreter start,
   imports, then load→saved). Platform: the job's RUNNING state-change event to its SUCCEEDED
   event (both stamped by the worker in the database): claim and spec resolution, spawning the
@@ -43,13 +44,6 @@ Measured per run (medians over `--repeats`, variants interleaved in a rotating o
   the same counters in both. (The engine's own `tokens_per_second` metric is the Trainer's
   `train_tokens_per_second` at the last logging step, before the final checkpoint; it is kept in
   the JSON as `reported_tokens_per_s`.)
-
-The probe: the worker is started with a generated `sitecustomize.py` on PYTHONPATH (in the
-temporary dir, never in the checkout) that, only when LLMOPS_BENCH_PROBE is set, wraps a few
-platform functions (runner.supervise/finish, engines.run_training, common.load_tokenizer/
-load_model/run/save_result, sft.build_trainer, checkpoints.publish, Trainer._save_checkpoint) to
-append timestamps to a file; the spawned child inherits it. Nothing is changed in what they do.
-`--no-probe` runs the stack untouched (load→saved and the phases are then not available).
 
     .venv/bin/python bench/training_vs_trl.py --quick                 # smoke run, about 3 minutes
     .venv/bin/python bench/training_vs_trl.py [--steps 150] [--repeats 3] [--threads 1] \
@@ -91,7 +85,6 @@ MODEL_NAME = "bench-tiny"
 # that both sides train exactly the same modules whatever the platform's default becomes.
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NO_PERIODIC_CHECKPOINTS = 1_000_000  # the API's largest save_steps (it refuses 0)
-PROBE_ENV = "LLMOPS_BENCH_PROBE"
 RESULT_PREFIX = "BENCH-RESULT "
 
 Kind = Literal["plain", "platform"]
@@ -236,30 +229,32 @@ class Row:
     phases: dict[str, float]
 
 
-# The phases of a run, in order (a platform job has them all, the plain script a subset).
+# The phases of a run, in order. The plain script times each of its own steps; a platform job
+# has the phases its engine reports (load and set-up are one there) and, around them, what the
+# worker does outside the engine.
 QUEUE = "queue wait: create → RUNNING (not in end-to-end)"
-CLAIM = "claim, resolve inputs: RUNNING → supervise"
+OUTSIDE = "outside the engine: claim, inputs, fork, result, register"
 PYTHON_START = "spawn, python start"
 IMPORTS = "imports (torch, transformers, TRL, ...)"
 LOAD = "load tokenizer, rows, model"
 SET_UP = "SFTTrainer set-up (tokenizes rows)"
+LOAD_AND_SET_UP = "load + set-up"
 TRAIN = "train()"
 CHECKPOINT = "  of which the final checkpoint (save + publish)"
 SAVE = "save adapter"
-EXIT = "process exit (platform: + result to worker)¹"
-REGISTER = "register adapter, mark SUCCEEDED"
+EXIT = "process exit"
 PHASES = (
     QUEUE,
-    CLAIM,
+    OUTSIDE,
     PYTHON_START,
     IMPORTS,
     LOAD,
     SET_UP,
+    LOAD_AND_SET_UP,
     TRAIN,
     CHECKPOINT,
     SAVE,
     EXIT,
-    REGISTER,
 )
 
 
@@ -425,6 +420,7 @@ def run_plain(
         IMPORTS: r["imported"] - r["entered"],
         LOAD: r["loaded"] - r["load_start"],
         SET_UP: r["built"] - r["loaded"],
+        LOAD_AND_SET_UP: r["built"] - r["load_start"],
         TRAIN: r["trained"] - r["built"],
         SAVE: r["saved"] - r["trained"],
         EXIT: exited - r["saved"],
@@ -445,143 +441,6 @@ def run_plain(
 
 
 # ---- the platform stack --------------------------------------------------------------------------
-
-PROBE_SOURCE = r'''
-"""Benchmark probe (bench/training_vs_trl.py): timestamps around a few platform functions."""
-import functools
-import importlib.abc
-import json
-import os
-import sys
-import time
-
-_PATH = os.environ.get("LLMOPS_BENCH_PROBE", "")
-_STARTED = time.time()
-_JOB = {"id": ""}
-
-
-def _record(event, t=None):
-    try:
-        line = {"pid": os.getpid(), "job": _JOB["id"], "event": event}
-        line["t"] = time.time() if t is None else t
-        with open(_PATH, "a") as handle:
-            handle.write(json.dumps(line) + "\n")
-    except Exception:
-        pass
-
-
-def _job_of(args):
-    """The job id from the first argument that is an Attempt (job_id) or a spec (output_dir)."""
-    for arg in args:
-        if isinstance(getattr(arg, "job_id", None), str):
-            return arg.job_id
-        output_dir = getattr(arg, "output_dir", None)
-        if output_dir is not None:
-            return os.path.basename(os.path.dirname(str(output_dir)))  # jobs/<id>/attempt-<n>
-    return _JOB["id"]
-
-
-def _wrap(name, function, set_job=False, first=False):
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        if set_job:
-            _JOB["id"] = _job_of(args)
-            if first:
-                _record("python_start", _STARTED)
-        _record(name + ":start")
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _record(name + ":end")
-
-    return wrapper
-
-
-def _wrap_async(name, function):
-    @functools.wraps(function)
-    async def wrapper(*args, **kwargs):
-        _JOB["id"] = _job_of(args)
-        _record(name + ":start")
-        try:
-            return await function(*args, **kwargs)
-        finally:
-            _record(name + ":end")
-
-    return wrapper
-
-
-def _patch(module, name, make):
-    if hasattr(module, name):
-        setattr(module, name, make(getattr(module, name)))
-    else:
-        _record("probe-missing:" + module.__name__ + "." + name)
-
-
-def _runner(m):
-    _patch(m, "supervise", lambda f: _wrap_async("supervise", f))
-    _patch(m, "finish", lambda f: _wrap("finish", f, set_job=True))
-
-
-def _engines(m):
-    _patch(m, "run_training", lambda f: _wrap("run_training", f, set_job=True, first=True))
-
-
-def _common(m):
-    for name in ("load_tokenizer", "load_model", "run", "save_result"):
-        _patch(m, name, lambda f, name=name: _wrap(name, f))
-
-
-def _sft(m):
-    _patch(m, "build_trainer", lambda f: _wrap("build_trainer", f))
-
-
-def _checkpoints(m):
-    _patch(m, "publish", lambda f: _wrap("publish", f))
-
-
-def _trainer(m):
-    _patch(m.Trainer, "_save_checkpoint", lambda f: _wrap("trainer_save_checkpoint", f))
-
-
-_PATCHES = {
-    "llmops_workers.runner": _runner,
-    "llmops_workers.engines": _engines,
-    "llmops_workers.engines.common": _common,
-    "llmops_workers.engines.sft": _sft,
-    "llmops_workers.engines.checkpoints": _checkpoints,
-    "transformers.trainer": _trainer,
-}
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in _PATCHES:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        original = loader.exec_module
-
-        def exec_module(module):
-            original(module)
-            try:
-                _PATCHES[fullname](module)
-            except Exception as error:
-                _record("probe-error:" + fullname + ":" + repr(error))
-
-        loader.exec_module = exec_module
-        return spec
-
-
-if _PATH:
-    sys.meta_path.insert(0, _Finder())
-'''
 
 
 def clean_env() -> dict[str, str]:
@@ -605,14 +464,11 @@ class Stack:
 
     address: str
     data_dir: Path
-    probe_file: Path | None
     logs: list[Path]
 
 
 @contextmanager
-def start_stack(
-    workdir: Path, threads: int, probe: bool, startup_timeout: float
-) -> Iterator[Stack]:
+def start_stack(workdir: Path, threads: int, startup_timeout: float) -> Iterator[Stack]:
     """Starts the services (private Redis, SQLite, local store) and one worker; stops both."""
     data_dir = workdir / "stack"
     data_dir.mkdir()
@@ -644,29 +500,20 @@ def start_stack(
             time.sleep(0.2)
         time.sleep(0.2)  # written whole before the address is printed; let the write finish
         address = str(json.loads(stack_file.read_text())["grpc"])
-        worker_env = dict(env)
-        probe_file: Path | None = None
-        if probe:
-            probe_dir = workdir / "probe"
-            probe_dir.mkdir()
-            (probe_dir / "sitecustomize.py").write_text(PROBE_SOURCE)
-            probe_file = workdir / "probe.jsonl"
-            paths = [str(probe_dir), *filter(None, [env.get("PYTHONPATH", "")])]
-            worker_env |= {PROBE_ENV: str(probe_file), "PYTHONPATH": os.pathsep.join(paths)}
         worker_command = [*llmops_cli, "worker", "--data-dir", str(data_dir)]
         worker_command += ["--threads", str(threads)]
         with worker_log.open("w") as handle:
             worker = subprocess.Popen(
                 worker_command,
                 cwd=REPO,
-                env=worker_env,
+                env=env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         processes.insert(0, worker)
-        yield Stack(address, data_dir, probe_file, [up_log, worker_log])
+        yield Stack(address, data_dir, [up_log, worker_log])
     finally:
         for process in processes:  # the worker first: it needs Redis to stop cleanly
             stop_process(process)
@@ -698,49 +545,24 @@ def timestamp(ts: Any) -> float:
     return float(ts.seconds) + float(ts.nanos) / 1e9
 
 
-def read_probe(path: Path | None, job_id: str) -> dict[str, float]:
-    """The probe's timestamps of one job (its worker and its training child), first of each."""
-    if path is None or not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    pids = {r["pid"] for r in records if r["job"] == job_id}
-    found: dict[str, float] = {}
-    for record in records:
-        event = str(record["event"])
-        if event.startswith("probe-"):
-            log(f"probe: {event}")
-        if record["pid"] in pids and (record["job"] in (job_id, "")):
-            found.setdefault(event, float(record["t"]))
-    return found
+def engine_phases(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The phases the engine reports with the job's result (`phase_<name>_seconds`)."""
+    names = {"setup": LOAD_AND_SET_UP, "train": TRAIN, "checkpoint": CHECKPOINT, "save": SAVE}
+    return {
+        phase: metrics[f"phase_{name}_seconds"]
+        for name, phase in names.items()
+        if f"phase_{name}_seconds" in metrics
+    }
 
 
 def platform_phases(
-    created: float, running: float, succeeded: float, probe: Mapping[str, float]
+    created: float, running: float, succeeded: float, metrics: Mapping[str, float]
 ) -> dict[str, float]:
-    """The job's time split at the probe's timestamps (seconds)."""
-    phases = {QUEUE: running - created}
-    marks = [
-        (CLAIM, "supervise:start"),
-        (PYTHON_START, "python_start"),
-        (IMPORTS, "load_tokenizer:start"),
-        (LOAD, "load_model:end"),
-        (SET_UP, "run:start"),
-        (TRAIN, "save_result:start"),
-        (SAVE, "save_result:end"),
-        (EXIT, "supervise:end"),
-    ]
-    if not all(key in probe for _, key in marks):
-        return phases
-    previous = running
-    for name, key in marks:
-        phases[name] = probe[key] - previous
-        previous = probe[key]
-    phases[REGISTER] = succeeded - previous
-    checkpoint = 0.0
-    for name in ("trainer_save_checkpoint", "publish"):
-        if f"{name}:start" in probe and f"{name}:end" in probe:
-            checkpoint += probe[f"{name}:end"] - probe[f"{name}:start"]
-    phases[CHECKPOINT] = checkpoint
+    """The job's time split into the engine's phases and what the worker did around them."""
+    phases = {QUEUE: running - created, **engine_phases(metrics)}
+    inside = [phases.get(name) for name in (LOAD_AND_SET_UP, TRAIN, SAVE)]
+    if all(value is not None for value in inside):
+        phases[OUTSIDE] = succeeded - running - sum(value or 0.0 for value in inside)
     return phases
 
 
@@ -788,10 +610,10 @@ def run_platform(
     metrics = dict(done.metrics)
     train_s = float(metrics["train_runtime"])
     tokens = int(metrics["num_input_tokens_seen"])
-    probe = read_probe(stack.probe_file, job.id)
+    phases = platform_phases(timestamp(done.create_time), running, succeeded, metrics)
     load_to_saved = None
-    if "load_tokenizer:start" in probe and "save_result:end" in probe:
-        load_to_saved = probe["save_result:end"] - probe["load_tokenizer:start"]
+    if OUTSIDE in phases:
+        load_to_saved = sum(phases[name] for name in (LOAD_AND_SET_UP, TRAIN, SAVE))
     return Run(
         variant=variant.name,
         repetition=repetition,
@@ -803,7 +625,7 @@ def run_platform(
         reported_tokens_per_s=metrics.get("tokens_per_second"),
         steps=int(done.progress.step),
         loss=float(metrics.get("loss", float("nan"))),
-        phases=platform_phases(timestamp(done.create_time), running, succeeded, probe),
+        phases=phases,
         job_id=job.id,
     )
 
@@ -926,9 +748,9 @@ def phase_table(rows: list[Row]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "¹ The plain script's exit comes after its adapter is on disk and is not in its "
-        "end-to-end; the job is marked SUCCEEDED only after the worker has joined its child, "
-        "so it is in the platform's.",
+        "The plain script's exit comes after its adapter is on disk and is not in its "
+        "end-to-end. A job's phases are those its engine reports (`phase_*_seconds` metrics); "
+        "the rest of RUNNING → SUCCEEDED is outside the engine.",
     ]
     return "\n".join(lines)
 
@@ -967,7 +789,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--pretrain-steps", type=int, default=None, help="tiny model pretraining (recipe's)"
     )
-    parser.add_argument("--no-probe", action="store_true", help="no timestamps probe in the worker")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 1 repeat")
     parser.add_argument("--json", metavar="OUT", default="", help="write runs and medians here")
     parser.add_argument("--run-timeout", type=float, default=1200.0, help="seconds per run")
@@ -1036,7 +857,6 @@ def main(argv: Sequence[str]) -> int:
         "settings": asdict(base),
         "dataset_rows": rows_in_data,
         "repeats": args.repeats,
-        "probe": not args.no_probe,
         "git": git_state(),
     }
     runs: list[Run] = []
@@ -1051,9 +871,7 @@ def main(argv: Sequence[str]) -> int:
         if any(v.kind == "platform" for v in variants):
             import llmops
 
-            running = stack.enter_context(
-                start_stack(workdir, args.threads, not args.no_probe, args.startup_timeout)
-            )
+            running = stack.enter_context(start_stack(workdir, args.threads, args.startup_timeout))
             client = stack.enter_context(llmops.Client(running.address, timeout=60))
             prepare_registry(client, model_dir)
             log(f"stack at {running.address}, data in {running.data_dir}")

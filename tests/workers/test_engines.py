@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from llmops_workers.engines.spec import resolve_hyperparameters
 from tests.tiny_models import TinyModels, read_rows, write_rows
 
 GEMV_4BIT = ".*gemv_4bit.*"
+PHASES = ("setup", "train", "checkpoint", "save")
 SFT_HP: dict[str, object] = {
     "max_steps": 12,
     "per_device_train_batch_size": 4,
@@ -74,6 +76,7 @@ class Run:
     spec: TrainingSpec
     result: TrainingResult
     events: Recorder
+    seconds: float
 
 
 def make_spec(models: TinyModels, data: Path, out: Path, **changes: Any) -> TrainingSpec:
@@ -91,7 +94,9 @@ def make_spec(models: TinyModels, data: Path, out: Path, **changes: Any) -> Trai
 
 def train(spec: TrainingSpec, events: Recorder | None = None) -> Run:
     recorder = events or Recorder()
-    return Run(spec, run_training(spec, recorder), recorder)
+    started = time.perf_counter()
+    result = run_training(spec, recorder)
+    return Run(spec, result, recorder, time.perf_counter() - started)
 
 
 def safetensors(path: Path) -> dict[str, Any]:
@@ -131,6 +136,16 @@ def test_sft_runs_to_completion_and_saves_a_safetensors_adapter(sft_run: Run) ->
     assert all(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
     assert result.last_checkpoint == ckpt.checkpoint_dir(sft_run.spec.output_dir, 12)
     assert {"loss", "train_loss", "train_runtime", "tokens_per_second"} <= set(result.metrics)
+
+
+def test_sft_reports_where_its_time_went(sft_run: Run) -> None:
+    """The phases add up to no more than the run, checkpoints are part of training."""
+    metrics = sft_run.result.metrics
+    phases = {name: metrics[f"phase_{name}_seconds"] for name in PHASES}
+    assert all(seconds > 0 for seconds in phases.values()), phases
+    assert phases["checkpoint"] < phases["train"]  # two checkpoints, inside train()
+    assert phases["train"] >= metrics["train_runtime"] * 0.9
+    assert sum(phases[name] for name in ("setup", "train", "save")) <= sft_run.seconds
 
 
 def test_sft_loss_decreases_on_a_repeated_dataset(sft_run: Run) -> None:

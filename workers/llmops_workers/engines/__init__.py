@@ -6,6 +6,10 @@ pure Python, and `run_training` imports the engine it dispatches to only when ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from llmops_workers.engines.spec import (
     DEFAULT_HYPERPARAMETERS,
     METHODS,
@@ -18,6 +22,9 @@ from llmops_workers.engines.spec import (
     resolve_hyperparameters,
 )
 from llmops_workers.engines.validation import check_spec
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 __all__ = [
     "DEFAULT_HYPERPARAMETERS",
@@ -44,17 +51,15 @@ def run_training(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
     problems = check_spec(spec)
     if problems:
         raise ValueError("invalid training spec: " + "; ".join(problems))
+    from llmops_workers.engines import run
     from llmops_workers.engines.runtime import engine_runtime
 
     with engine_runtime(spec.threads):
+        build: Callable[[TrainingSpec, Path], Trainer]
         if spec.method in ("sft", "qlora"):
-            from llmops_workers.engines.sft import run_sft
-
-            return run_sft(spec, events)
-        if spec.method == "dpo":
-            from llmops_workers.engines.dpo import run_dpo
-
-            return run_dpo(spec, events)
-        from llmops_workers.engines.distill import run_distill
-
-        return run_distill(spec, events)
+            from llmops_workers.engines.sft import build_trainer as build
+        elif spec.method == "dpo":
+            from llmops_workers.engines.dpo import build_trainer as build
+        else:
+            from llmops_workers.engines.distill import build_trainer as build
+        return run.train(spec, events, build)

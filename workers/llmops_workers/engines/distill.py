@@ -22,15 +22,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from peft import PeftModel
 from trl.trainer.sft_trainer import SFTTrainer
 
 from llmops_ml import loading
-from llmops_workers.engines import arguments, data, run, sft
-from llmops_workers.engines.events import EventsBridge
+from llmops_workers.engines import arguments, data, sft
 from llmops_workers.engines.spec import (
-    EngineEvents,
-    TrainingResult,
     TrainingSpec,
     resolve_hyperparameters,
 )
@@ -156,7 +152,7 @@ def check_vocabularies(student: Any, teacher: Any) -> None:
 
 
 def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer:
-    """The trainer that `run_distill` runs, checkpointing into `staging`."""
+    """The trainer that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
     tokenizer = loading.load_tokenizer(spec.base_model_dir)
     train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
@@ -181,14 +177,3 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer
     )
     log.info("distill: %d rows, hyperparameters %s", len(train), hp)
     return trainer
-
-
-def run_distill(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
-    """Distils the teacher into the student (LoRA, or the whole student with full_finetune)."""
-    run.check_resume_source(spec)
-    with run.staging_dir(spec.output_dir) as staging:
-        trainer = build_trainer(spec, staging)
-        bridge = EventsBridge(events, spec.output_dir)
-        run.attach(trainer, bridge)
-        full_model = not isinstance(trainer.model, PeftModel)
-        return run.run(trainer, spec, bridge, full_model=full_model)

@@ -16,11 +16,8 @@ from trl.trainer.dpo_config import DPOConfig
 from trl.trainer.dpo_trainer import DPOTrainer
 
 from llmops_ml import loading
-from llmops_workers.engines import arguments, data, run
-from llmops_workers.engines.events import EventsBridge
+from llmops_workers.engines import arguments, data
 from llmops_workers.engines.spec import (
-    EngineEvents,
-    TrainingResult,
     TrainingSpec,
     resolve_hyperparameters,
 )
@@ -60,7 +57,7 @@ def build_policy(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any
 
 
 def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
-    """The `DPOTrainer` that `run_dpo` runs, checkpointing into `staging`."""
+    """The `DPOTrainer` that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
     tokenizer = loading.load_tokenizer(spec.base_model_dir)
     rows = data.preference_rows(data.read_jsonl(spec.train_file), spec.template)
@@ -81,13 +78,3 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
     )
     log.info("dpo: %d preference rows, hyperparameters %s", len(train), hp)
     return trainer
-
-
-def run_dpo(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
-    """Trains a LoRA adapter on prompt/chosen/rejected rows."""
-    run.check_resume_source(spec)
-    with run.staging_dir(spec.output_dir) as staging:
-        trainer = build_trainer(spec, staging)
-        bridge = EventsBridge(events, spec.output_dir)
-        run.attach(trainer, bridge)
-        return run.run(trainer, spec, bridge)

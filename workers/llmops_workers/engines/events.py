@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from llmops_workers.engines import checkpoints
+from llmops_workers.engines.phases import PhaseClock
 from llmops_workers.engines.spec import EngineEvents, StopRequest
 
 __all__ = ["EventsBridge"]
@@ -45,6 +47,8 @@ class EventsBridge(TrainerCallback):
     summary: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
     last_eval_step: int = -1
+    clock: PhaseClock = field(default_factory=PhaseClock)
+    _saving_since: float | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
@@ -65,6 +69,8 @@ class EventsBridge(TrainerCallback):
             control.should_evaluate = False
             control.should_training_stop = True
             self.stop = "pause"
+        if control.should_save:
+            self._saving_since = time.perf_counter()
 
     def on_log(
         self,
@@ -97,3 +103,6 @@ class EventsBridge(TrainerCallback):
         self.last_checkpoint = path
         log.info("checkpoint %s complete", path)
         self.events.on_checkpoint(step, path, metrics)
+        if self._saving_since is not None:
+            self.clock.add("checkpoint", time.perf_counter() - self._saving_since)
+            self._saving_since = None

@@ -1,6 +1,7 @@
 """The run every training engine shares: a private staging directory for checkpoints, the
 Trainer's printers swapped for `EventsBridge`, train (resuming if asked), stop on request, and
-the result saved atomically (temporary directory, then rename).
+the result saved atomically (temporary directory, then rename); each phase timed
+(`engines/phases.py`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from peft import PeftModel
@@ -19,9 +20,9 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from llmops_workers.engines import checkpoints
 from llmops_workers.engines.events import EventsBridge
-from llmops_workers.engines.spec import TrainingResult, TrainingSpec, TrainingStatus
+from llmops_workers.engines.spec import EngineEvents, TrainingResult, TrainingSpec, TrainingStatus
 
-__all__ = ["attach", "check_resume_source", "run", "save_result", "staging_dir"]
+__all__ = ["attach", "check_resume_source", "run", "save_result", "staging_dir", "train"]
 
 log = logging.getLogger("llmops.engine")
 
@@ -55,12 +56,29 @@ def attach(trainer: Trainer, bridge: EventsBridge) -> None:
     trainer.add_callback(bridge)
 
 
+def train(
+    spec: TrainingSpec, events: EngineEvents, build: Callable[[TrainingSpec, Path], Trainer]
+) -> TrainingResult:
+    """One engine's run: `build` makes its Trainer (checkpointing into a private staging
+    directory), which trains until done or stopped; a full model is saved when the Trainer's
+    model is not a PEFT model (distillation with `full_finetune`), else the adapter."""
+    check_resume_source(spec)
+    with staging_dir(spec.output_dir) as staging:
+        bridge = EventsBridge(events, spec.output_dir)
+        with bridge.clock.timed("setup"):
+            trainer = build(spec, staging)
+        attach(trainer, bridge)
+        full_model = not isinstance(trainer.model, PeftModel)
+        return run(trainer, spec, bridge, full_model=full_model)
+
+
 def run(
     trainer: Trainer, spec: TrainingSpec, bridge: EventsBridge, *, full_model: bool = False
 ) -> TrainingResult:
     """Trains (resuming if asked), then saves the result unless the run was stopped."""
     resume = str(spec.resume_from) if spec.resume_from is not None else None
-    trainer.train(resume_from_checkpoint=resume)
+    with bridge.clock.timed("train"):
+        trainer.train(resume_from_checkpoint=resume)
     steps = int(trainer.state.global_step)
     if bridge.stop:
         status: TrainingStatus = "cancelled" if bridge.stop == "cancel" else "paused"
@@ -73,8 +91,10 @@ def run(
             last_checkpoint=bridge.last_checkpoint,
         )
     if spec.validation_file is not None and bridge.last_eval_step != steps:
-        trainer.evaluate()
-    saved = save_result(trainer, spec.output_dir, full_model=full_model)
+        with bridge.clock.timed("train"):
+            trainer.evaluate()
+    with bridge.clock.timed("save"):
+        saved = save_result(trainer, spec.output_dir, full_model=full_model)
     log.info("training completed at step %d; saved %s", steps, saved)
     return TrainingResult(
         status="completed",
@@ -87,8 +107,8 @@ def run(
 
 
 def _result_metrics(bridge: EventsBridge) -> dict[str, float]:
-    """The last training and evaluation metrics, and the Trainer's summary."""
-    return {**bridge.last_train, **bridge.last_eval, **bridge.summary}
+    """The last training and evaluation metrics, the Trainer's summary and the phase times."""
+    return {**bridge.last_train, **bridge.last_eval, **bridge.summary, **bridge.clock.metrics()}
 
 
 def save_result(trainer: Trainer, output_dir: Path, *, full_model: bool) -> Path:

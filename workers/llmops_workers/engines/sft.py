@@ -16,11 +16,8 @@ from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
 from llmops_ml import loading
-from llmops_workers.engines import arguments, data, qlora, run
-from llmops_workers.engines.events import EventsBridge
+from llmops_workers.engines import arguments, data, qlora
 from llmops_workers.engines.spec import (
-    EngineEvents,
-    TrainingResult,
     TrainingSpec,
     resolve_hyperparameters,
 )
@@ -70,7 +67,7 @@ def build_model(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]
 
 
 def build_trainer(spec: TrainingSpec, staging: Path) -> SFTTrainer:
-    """The `SFTTrainer` that `run_sft` runs, checkpointing into `staging`."""
+    """The `SFTTrainer` that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
     tokenizer = loading.load_tokenizer(spec.base_model_dir)
     train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
@@ -91,13 +88,3 @@ def build_trainer(spec: TrainingSpec, staging: Path) -> SFTTrainer:
         qlora.adapters_to_float32(trainer.model)
     log.info("%s: %d training rows, hyperparameters %s", spec.method, len(train), hp)
     return trainer
-
-
-def run_sft(spec: TrainingSpec, events: EngineEvents) -> TrainingResult:
-    """Fine-tunes a LoRA adapter (on a 4-bit base for "qlora") on prompt/completion or chat rows."""
-    run.check_resume_source(spec)
-    with run.staging_dir(spec.output_dir) as staging:
-        trainer = build_trainer(spec, staging)
-        bridge = EventsBridge(events, spec.output_dir)
-        run.attach(trainer, bridge)
-        return run.run(trainer, spec, bridge)
