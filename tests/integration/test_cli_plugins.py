@@ -100,3 +100,26 @@ def test_an_unknown_command_is_still_a_usage_error(sdk_alone: Path) -> None:
     done = run(sdk_alone, "upp")
     assert done.returncode == 2
     assert "No such command" in done.stderr
+
+
+def test_up_without_the_workers_package_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server alone (no llmops-workers) runs `up --workers 0`; `up` with workers says what
+    is missing instead of starting workers that cannot run."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from llmops.cli.main import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "llmops_workers" else real(name, *args),
+    )
+    result = CliRunner().invoke(app, ["up", "--workers", "1"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: 'llmops up' starts workers from the workers package: pip install llmops-workers "
+        "(or run the services alone with --workers 0)\n"
+    )
