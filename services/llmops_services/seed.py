@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import select
 
@@ -13,10 +14,50 @@ from llmops_services.artifacts import sha256_file
 from llmops_services.context import Platform
 from llmops_services.db.tables import DatasetRow
 from llmops_services.registry import datasets, templates
-from llmops_services.registry.dataset_rules import DatasetLimits
-from llmops_services.sample_data import SAMPLE_DATASETS
+from llmops_services.registry.dataset_rules import DatasetKind, DatasetLimits
 
 log = logging.getLogger("llmops.seed")
+
+
+class SampleDataset(NamedTuple):
+    """A bundled dataset the registry registers on first start."""
+
+    name: str
+    kind: DatasetKind
+    filename: str
+    description: str
+
+
+SAMPLE_DATASETS: list[SampleDataset] = [
+    SampleDataset(
+        "demo-sft",
+        "sft",
+        "demo-sft.train.jsonl",
+        "Demo SFT train split: name extraction, topic classification and one-sentence "
+        "summarization (prompts rendered with the bundled templates).",
+    ),
+    SampleDataset(
+        "demo-preference",
+        "preference",
+        "demo-preference.train.jsonl",
+        "Demo preference train split over the three demo tasks: chosen is the correct answer, "
+        "rejected a plausible wrong one.",
+    ),
+    SampleDataset(
+        "demo-eval",
+        "eval",
+        "demo-eval.test.jsonl",
+        "Demo held-out test split over the three demo tasks (unseen name combinations).",
+    ),
+    SampleDataset(
+        "demo-preference-test",
+        "preference",
+        "demo-preference.test.jsonl",
+        "Demo held-out preference pairs: what an eval run measures preference accuracy on.",
+    ),
+]
+"""The bundled files under `config/datasets` that are registered, and as what. The files are made
+by the seeded generator `llmops_workers.sample_data` (`python -m llmops_workers.sample_data`)."""
 
 
 def seed(platform: Platform) -> None:

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 import llmops
 from llmops.cli.main import app
-from llmops.cli.server_commands import worker_threads
 from llmops.v1.registry_service_pb2 import ListPromptTemplatesRequest
 from llmops.v1.registry_service_pb2_grpc import RegistryServiceStub
+from llmops_services.cli import worker_threads
 from llmops_services.runtime.auth import create_key
 from tests.conftest import ServerThread
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,16 +254,3 @@ def test_cli_builds_and_registers_both_models_once(server: ServerThread, tmp_pat
     code, stdout, _ = invoke("models", "build-tiny", "--output-dir", str(out), "--no-register")
     assert code == 0
     assert "llmops-tiny-student" in stdout and str(out.resolve()) in stdout
-
-
-def test_cli_without_the_workers_package_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import llmops_workers
-
-    monkeypatch.delattr(llmops_workers, "tiny")
-    monkeypatch.setitem(sys.modules, "llmops_workers.tiny", None)
-    code, stdout, stderr = invoke("models", "build-tiny", "--output-dir", str(tmp_path))
-    assert code == 1 and stdout == ""
-    assert stderr.startswith("error: building the tiny models needs the llmops-workers package")
-    assert len(stderr.strip().splitlines()) == 1

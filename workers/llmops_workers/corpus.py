@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from llmops_services.sample_data import TOPIC_KEYWORDS
+from llmops_workers import vocabulary
 
 __all__ = [
     "TOKENIZER_CORPUS_SEED",
@@ -39,42 +39,34 @@ TOKENIZER_CORPUS_SEED = 0
 """The corpus seed of the tokenizer's training text: fixed, so every tiny model shares one
 tokenizer whatever its own seed."""
 
-# --- vocabularies (a superset of the words the demo tasks use) --------------------------------
+# --- vocabularies: the demo tasks' words (llmops_workers.vocabulary) first, then more --------
 
 FIRST_NAMES: tuple[str, ...] = (
-    "Ada", "Alan", "Maria", "John", "Grace", "Omar", "Lena", "Victor", "Nina", "Paul",
-    "Sofia", "Hugo", "Clara", "Ivan", "Emma", "Leo", "Rosa", "Felix", "Alice", "Marco",
-    "Julia", "Oscar", "Helen", "Tom", "Sara", "David", "Irene", "Peter", "Laura", "Noah",
-    "Eva", "Samuel", "Mia", "Daniel", "Zoe", "Lucas", "Anna", "Carlos", "Elena", "Adam",
+    *vocabulary.FIRST_NAMES,
     "Bruno", "Chloe", "Diego", "Freya", "George", "Hanna", "Isaac", "Jonas", "Karin", "Luis",
-    "Marta", "Nora", "Olga", "Pablo", "Ruth", "Simon", "Tara", "Umar", "Vera", "Walter",
-    "Yara", "Ahmed", "Bella", "Carl", "Dora", "Erik", "Fatima", "Greta", "Henry", "Ingrid",
+    "Marta", "Nora", "Olga", "Pablo", "Ruth", "Simon", "Tara", "Umar", "Vera", "Walter", "Yara",
+    "Ahmed", "Bella", "Carl", "Dora", "Erik", "Fatima", "Greta", "Henry", "Ingrid",
 )  # fmt: skip
 LAST_NAMES: tuple[str, ...] = (
-    "Lovelace", "Turing", "Lopez", "Smith", "Hopper", "Khan", "Berg", "Novak", "Costa",
-    "Weber", "Rossi", "Silva", "Meyer", "Petrov", "Brown", "Dubois", "Garcia", "Moreau",
-    "Fischer", "Romano", "Jensen", "Walker", "Santos", "Keller", "Nakamura", "Murphy",
-    "Olsen", "Schmidt", "Ferreira", "Kowalski", "Andersen", "Bianchi", "Clarke", "Duarte",
-    "Evans", "Foster", "Hansen", "Larsen", "Moretti", "Nielsen", "Adams", "Baker", "Castro",
-    "Dalton", "Engel", "Fontaine", "Gallo", "Horvat", "Ivanova", "Jovanovic", "Kovacs",
-    "Lindqvist", "Martins", "Nowak", "Ortega", "Price", "Quinn", "Reyes", "Sato", "Torres",
-    "Ueda", "Vargas", "Wagner", "Young", "Zimmer", "Bauer", "Carter", "Dunn", "Ellis", "Ford",
+    *vocabulary.LAST_NAMES,
+    "Adams", "Baker", "Castro", "Dalton", "Engel", "Fontaine", "Gallo", "Horvat", "Ivanova",
+    "Jovanovic", "Kovacs", "Lindqvist", "Martins", "Nowak", "Ortega", "Price", "Quinn", "Reyes",
+    "Sato", "Torres", "Ueda", "Vargas", "Wagner", "Young", "Zimmer", "Bauer", "Carter", "Dunn",
+    "Ellis", "Ford",
 )  # fmt: skip
 CITIES: tuple[str, ...] = (
-    "Porto", "London", "Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo", "Dublin",
-    "Prague", "Lisbon", "Athens", "Warsaw", "Budapest", "Helsinki", "Stockholm", "Copenhagen",
-    "Brussels", "Amsterdam", "Zurich", "Milan", "Naples", "Seville", "Valencia", "Munich",
-    "Hamburg", "Lyon", "Krakow", "Riga", "Tallinn", "Geneva", "Bergen",
+    *vocabulary.CITIES,
+    "Warsaw", "Budapest", "Helsinki", "Stockholm", "Copenhagen", "Brussels", "Amsterdam", "Zurich",
+    "Milan", "Naples", "Seville", "Valencia", "Munich", "Hamburg", "Lyon", "Krakow", "Riga",
+    "Tallinn", "Geneva", "Bergen",
 )  # fmt: skip
 JOBS: tuple[str, ...] = (
-    "baker", "teacher", "doctor", "pilot", "nurse", "painter", "farmer", "lawyer", "writer",
-    "chef", "dentist", "singer", "engineer", "librarian", "gardener", "plumber", "architect",
-    "journalist", "pharmacist", "carpenter", "musician", "photographer", "tailor", "mechanic",
-    "scientist", "student", "driver", "banker", "actor", "fisherman",
+    *vocabulary.JOBS,
+    "engineer", "librarian", "gardener", "plumber", "architect", "journalist", "pharmacist",
+    "carpenter", "musician", "photographer", "tailor", "mechanic", "scientist", "student", "driver",
+    "banker", "actor", "fisherman",
 )  # fmt: skip
-DAYS: tuple[str, ...] = (
-    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
-)  # fmt: skip
+DAYS: tuple[str, ...] = vocabulary.DAYS
 MONTHS: tuple[str, ...] = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
     "October", "November", "December",
@@ -87,7 +79,7 @@ NUMBERS: tuple[str, ...] = (
 # Things people talk about, by the field they belong to: the demo's topic words. The corpus says
 # which field a thing belongs to in plain sentences (world knowledge, as any pretraining text has),
 # never in the classification task's format.
-TOPICS: dict[str, tuple[str, ...]] = TOPIC_KEYWORDS
+TOPICS: dict[str, tuple[str, ...]] = vocabulary.TOPIC_KEYWORDS
 THINGS: tuple[str, ...] = tuple(thing for things in TOPICS.values() for thing in things)
 PLACES: tuple[str, ...] = (
     "market", "station", "library", "museum", "harbour", "park", "school", "hospital",
@@ -95,17 +87,15 @@ PLACES: tuple[str, ...] = (
     "beach", "bookshop", "town hall",
 )  # fmt: skip
 PAST_ACTIONS: tuple[str, ...] = (
-    "opened a bakery", "won a chess prize", "started a company", "painted a mural",
-    "planted a garden", "built a boat", "wrote a book", "sold a house", "repaired a bridge",
-    "opened a museum", "adopted a dog", "launched a podcast", "baked a cake", "ran a marathon",
-    "fixed an old clock", "learned to swim", "visited an old friend", "found a lost cat",
-    "sang in a choir", "taught a cooking class", "climbed a hill", "cleaned the river bank",
-    "bought a piano", "moved to a new flat", "organised a concert", "hosted a dinner",
+    *vocabulary.ACTIONS,
+    "baked a cake", "ran a marathon", "fixed an old clock", "learned to swim",
+    "visited an old friend", "found a lost cat", "sang in a choir", "taught a cooking class",
+    "climbed a hill", "cleaned the river bank", "bought a piano", "moved to a new flat",
+    "organised a concert", "hosted a dinner",
 )  # fmt: skip
 REASONS: tuple[str, ...] = (
-    "to help the neighbours", "for a local charity", "to celebrate a birthday",
-    "after years of planning", "to surprise the family", "because friends asked",
-    "to raise money for the school", "just for fun", "for the first time", "with great care",
+    *vocabulary.REASONS,
+    "for the first time", "with great care",
 )  # fmt: skip
 ADJECTIVES: tuple[str, ...] = (
     "quiet", "busy", "bright", "cold", "warm", "small", "large", "old", "new", "friendly",

@@ -3,10 +3,8 @@ leaves unset (`auto`) are chosen: from the training data and the base model wher
 (`auto_values`, the rule in docs/training.md), else from the method's defaults. The job records
 the values it used.
 
-Defaults are those that train the platform's tiny models well on two CPU cores (SFT at 3e-3 for
-450 steps took held-out extraction and classification from 0.0 to 1.0 in about a minute; 300 steps
-at 2e-3 left extraction at 0.0); they are also sane starting points for small real models, where
-users usually set `learning_rate` and `max_steps` themselves.
+The defaults themselves (`DEFAULTS`) are the contract's table, `llmops.training_defaults`, which
+the training engines start from too.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 
 from google.protobuf import json_format
 
+from llmops.training_defaults import DEFAULTS
 from llmops.v1 import training_service_pb2 as pb
 from llmops_services.errors import FieldViolation, InvalidArgument
 
@@ -77,54 +76,6 @@ RULES: dict[str, Rule] = {
     "double_quant": Rule(methods=frozenset({"qlora"})),
     "full_finetune": Rule(methods=frozenset({"distill"})),
 }
-
-_COMMON: dict[str, object] = {
-    "max_steps": 300,
-    "per_device_train_batch_size": 16,
-    "gradient_accumulation_steps": 1,
-    "max_length": 256,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "target_modules": [],
-    "seed": 42,
-    "warmup_ratio": 0.03,
-    "weight_decay": 0.0,
-    "lr_scheduler_type": "linear",
-    "logging_steps": 10,
-    "save_steps": 100,
-    "eval_steps": 50,
-}
-
-DEFAULTS: dict[str, dict[str, object]] = {
-    "sft": {
-        **_COMMON,
-        "learning_rate": 3e-3,
-        "max_steps": 450,
-        "packing": False,
-        "padding_free": False,
-        "completion_only_loss": True,
-    },
-    "qlora": {
-        **_COMMON,
-        "learning_rate": 3e-3,
-        "max_steps": 450,
-        "packing": False,
-        "padding_free": False,
-        "completion_only_loss": True,
-        "double_quant": True,
-    },
-    "dpo": {**_COMMON, "learning_rate": 2e-3, "max_steps": 300, "beta": 0.5, "rpo_alpha": 1.0},
-    "distill": {
-        **_COMMON,
-        "learning_rate": 2e-3,
-        "temperature": 2.0,
-        "distill_alpha": 0.5,
-        "beta": 0.0,
-        "full_finetune": False,
-    },
-}
-
 
 # The auto rule's bounds (docs/training.md explains each).
 TOKENS_PER_BATCH = 4096

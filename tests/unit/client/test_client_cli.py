@@ -7,11 +7,15 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from llmops.cli._common import CliState
+from llmops.cli import plugins
+from llmops.cli._common import CliState, LlmopsGroup, PluginGroup
 from llmops.cli.main import app
 from llmops.errors import FieldViolation, InvalidArgument
 from llmops.v1 import registry_service_pb2
@@ -277,3 +281,81 @@ def test_models_register_sends_local_paths_absolute(
         ("mine", str(tmp_path / "my-model"), "base", ""),
         ("hub", "s3://bucket/model", "base", ""),
     ]
+
+
+# Plugins: the server's and the workers' commands
+
+
+def _bare_app() -> typer.Typer:
+    """A root command like `llmops`'s, with a `models` group and no plugins loaded."""
+    root = typer.Typer(cls=LlmopsGroup, pretty_exceptions_enable=False)
+    group = typer.Typer(cls=PluginGroup)
+
+    @root.callback()
+    def main() -> None:
+        """The root."""
+
+    @group.command("list")
+    def list_models() -> None:
+        """Lists."""
+
+    root.add_typer(group, name="models")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "package"),
+    [
+        (["up", "--workers", "2"], "server package: pip install llmops-platform"),
+        (["keys", "create", "--role", "admin"], "server package: pip install llmops-platform"),
+        (["worker", "--help"], "workers package: pip install llmops-workers"),
+        (["models", "build-tiny"], "workers package: pip install llmops-workers"),
+    ],
+)
+def test_a_missing_plugin_command_names_its_package(args: list[str], package: str) -> None:
+    result = runner.invoke(_bare_app(), args)
+    assert result.exit_code == 1
+    command = " ".join(args[:2] if args[0] == "models" else args[:1])
+    assert result.stderr == f"error: 'llmops {command}' is part of the {package}\n"
+
+
+def test_plugins_register_commands_and_a_broken_one_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Entry:
+        def __init__(self, name: str, register: Any, dist: str) -> None:
+            self.name, self.value, self._register = name, f"{dist}.cli:register", register
+            self.dist = SimpleNamespace(name=dist)
+
+        def load(self) -> Any:
+            if isinstance(self._register, Exception):
+                raise self._register
+            return self._register
+
+    def add_worker(app: typer.Typer) -> None:
+        plugins.group(app, "models").command("extra")(lambda: typer.echo("extra ran"))
+
+    entries = [
+        Entry("workers", add_worker, "llmops-workers"),
+        Entry("server", ImportError("no module named llmops_services.cli"), "llmops-platform"),
+    ]
+    monkeypatch.setattr(plugins, "_failures", {})
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: entries)
+    app = _bare_app()
+    plugins.load_plugins(app)
+    assert runner.invoke(app, ["models", "extra"]).stdout == "extra ran\n"
+    result = runner.invoke(app, ["up"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: 'llmops up' failed to load: llmops-platform.cli:register: "
+        "ImportError: no module named llmops_services.cli\n"
+    )
+    with pytest.raises(LookupError, match="no group 'nope'"):
+        plugins.group(app, "nope")
+
+
+def test_the_installed_plugins_add_the_server_commands() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    for command in ("up", "serve", "worker", "keys"):
+        assert command in result.stdout
+    assert "build-tiny" in runner.invoke(app, ["models", "--help"]).stdout

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from llmops.training_defaults import DEFAULTS
 from llmops.v1 import training_service_pb2 as pb
 from llmops_services.errors import InvalidArgument
 from llmops_services.training.hyperparameters import (
-    DEFAULTS,
     METHODS,
     RULES,
     Facts,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from llmops_services.training.hyperparameters import DEFAULTS
+from llmops.training_defaults import DEFAULTS
 
 __all__ = [
     "DEFAULT_HYPERPARAMETERS",

@@ -112,7 +112,20 @@ def usage_fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-class LlmopsGroup(TyperGroup):
+class PluginGroup(TyperGroup):
+    """A command group that plugins add to: a server command whose package is missing answers
+    with what to install (`llmops.cli.plugins`) instead of click's "No such command"."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is None:
+            from llmops.cli.plugins import missing_command
+
+            found = missing_command(ctx, cmd_name)
+        return found
+
+
+class LlmopsGroup(PluginGroup):
     """The root command group: the one place where failures become an `error:` line."""
 
     def invoke(self, ctx: Any) -> Any:

@@ -1,5 +1,8 @@
 """The `llmops` command: global connection options and the command groups.
 
+The server's and the workers' commands are plugins (`llmops.cli.plugins`): the packages that own
+them add them through the `llmops.cli` entry point group.
+
 Global options fall back to `LLMOPS_ADDRESS`, `LLMOPS_API_KEY`, `LLMOPS_TIMEOUT` and `LLMOPS_TLS`
 (through `ClientSettings`), so scripts can set them once.
 """
@@ -12,6 +15,7 @@ import typer
 
 from llmops.cli import datasets, evals, jobs, models, registry, train
 from llmops.cli._common import CliState, LlmopsGroup
+from llmops.cli.plugins import load_plugins
 
 app = typer.Typer(
     name="llmops",
@@ -68,6 +72,6 @@ app.add_typer(train.app, name="train")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(evals.app, name="eval")
 
-from llmops.cli.server_commands import register  # noqa: E402  (adds serve, up, keys last)
-
-register(app)
+# Last, so they follow the client commands in --help: the server's and the workers' commands
+# (up, serve, keys, worker, models build-tiny) where their packages are installed.
+load_plugins(app)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,8 +12,8 @@ import typer
 from llmops.cli._common import (
     OutputFormat,
     OutputOption,
+    PluginGroup,
     client,
-    fail,
     print_fields,
     print_table,
     show,
@@ -28,6 +26,7 @@ if TYPE_CHECKING:
     from llmops.v1 import registry_service_pb2
 
 app = typer.Typer(
+    cls=PluginGroup,
     help="Models: register, list, show, delete; aliases, rollback, lineage.",
     no_args_is_help=True,
 )
@@ -53,7 +52,8 @@ def _kind_name(value: registry_service_pb2.ModelKind.ValueType) -> str:
     return short_name(registry_service_pb2.ModelKind.Name(value))
 
 
-def _models_table(items: Sequence[registry_service_pb2.Model], empty: str) -> None:
+def models_table(items: Sequence[registry_service_pb2.Model], empty: str) -> None:
+    """Models as a table (also for commands that plugins add to this group)."""
     print_table(
         ["ID", "NAME", "VERSION", "KIND", "ALIASES", "SIZE", "CREATED", "URI"],
         [
@@ -90,7 +90,7 @@ def list_models(
 ) -> None:
     """Every model, newest first."""
     items = list(client(ctx).models.list(kind.value if kind else None, name))
-    show(output, items, lambda: _models_table(items, "no models"))
+    show(output, items, lambda: models_table(items, "no models"))
 
 
 @app.command("show")
@@ -128,86 +128,6 @@ def register(
     """Registers a base model."""
     model = client(ctx).models.create(name, _uri(path), "base", description)
     show(output, model, lambda: print_fields(model, title=f"registered {model.name} ({model.id})"))
-
-
-_NEEDS_WORKERS = (
-    "building the tiny models needs the llmops-workers package and its ML stack "
-    "(install llmops-workers, e.g. `uv sync` in the repository or `pip install llmops-workers`)"
-)
-
-
-def _default_models_dir() -> Path:
-    """Beside the server's data: `$LLMOPS_DATA_DIR/models`, else `./artifacts/models`."""
-    return Path(os.environ.get("LLMOPS_DATA_DIR") or "artifacts") / "models"
-
-
-def _register_tiny(
-    ctx: typer.Context, paths: dict[str, Path], describe: Callable[[Path], str]
-) -> list[registry_service_pb2.Model]:
-    """Registers each built model as a base model unless that name already points at that path."""
-    models = client(ctx).models
-    registered: list[registry_service_pb2.Model] = []
-    for name, path in paths.items():
-        existing = next((m for m in models.list("base", name) if m.uri == str(path)), None)
-        if existing is not None:
-            typer.echo(f"{name} is already registered ({existing.id})", err=True)
-            registered.append(existing)
-            continue
-        model = models.create(name, str(path), kind="base", description=describe(path))
-        typer.echo(f"registered {name} ({model.id})", err=True)
-        registered.append(model)
-    return registered
-
-
-@app.command("build-tiny")
-def build_tiny(
-    ctx: typer.Context,
-    output_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--output-dir",
-            help="Where the models go (default $LLMOPS_DATA_DIR/models or ./artifacts/models).",
-            show_default=False,
-        ),
-    ] = None,
-    register_models: Annotated[
-        bool,
-        typer.Option("--register/--no-register", help="Register them as base models."),
-    ] = True,
-    pretrain_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--pretrain-steps",
-            min=0,
-            help="Pretraining steps of each model (default: about a minute for both).",
-            show_default=False,
-        ),
-    ] = None,
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """Builds the local tiny base models (llmops-tiny and llmops-tiny-student) and registers them.
-
-    Trained here, deterministically; nothing is downloaded. Existing ones are kept as they are.
-    """
-    try:
-        from llmops_workers import tiny
-    except ImportError:
-        fail(_NEEDS_WORKERS)
-    root = (output_dir or _default_models_dir()).expanduser().resolve()
-    missing = [name for name in tiny.TINY_MODELS if not (root / name).is_dir()]
-    if missing:
-        typer.echo(f"building {', '.join(missing)} under {root} (about a minute)...", err=True)
-    try:
-        paths = tiny.ensure_tiny_models(root, pretrain_steps=pretrain_steps)
-    except ImportError as err:
-        fail(f"{_NEEDS_WORKERS}: {err}")
-    if register_models:
-        models = _register_tiny(ctx, paths, tiny.describe)
-        show(output, models, lambda: _models_table(models, "no models"))
-    elif output is OutputFormat.json:
-        typer.echo(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
-    else:
-        print_table(["NAME", "PATH"], [[name, path] for name, path in paths.items()], empty="")
 
 
 @app.command("delete")
@@ -319,7 +239,7 @@ def lineage(ctx: typer.Context, ref: ModelRef, output: OutputOption = OutputForm
         print_fields(result.model, title=f"model {result.model.name} ({result.model.id})")
         for title, models in (("ancestors", result.ancestors), ("descendants", result.descendants)):
             typer.echo(f"\n{title}:")
-            _models_table(models, empty=f"no {title}")
+            models_table(models, empty=f"no {title}")
         typer.echo("\neval runs:")
         for run in result.eval_runs:
             typer.echo(run)

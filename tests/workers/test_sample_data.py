@@ -1,4 +1,5 @@
-"""Tests for the bundled demo data: reproducible, valid, and an honest train/test split."""
+"""Tests for the bundled demo data: reproducible, valid, an honest train/test split, and words
+the tiny models' pretraining corpus shares."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ from typing import Any
 
 import pytest
 
-from llmops_services import sample_data
 from llmops_services.registry.dataset_rules import DatasetKind, DatasetLimits, validate_jsonl
-from llmops_services.sample_data import (
-    CLASSIFICATION_LABELS,
-    FIRST_NAMES,
-    LAST_NAMES,
-    SAMPLE_DATASETS,
+from llmops_services.seed import SAMPLE_DATASETS
+from llmops_workers import corpus, vocabulary
+from llmops_workers.sample_data import (
     TASKS,
     build_datasets,
     extraction_name_split,
@@ -23,6 +21,12 @@ from llmops_services.sample_data import (
     main,
     sample_data_dir,
     write_datasets,
+)
+from llmops_workers.vocabulary import (
+    CLASSIFICATION_LABELS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    TOPIC_KEYWORDS,
 )
 
 FILES: dict[str, tuple[DatasetKind, int]] = {
@@ -226,7 +230,7 @@ def test_all_four_labels_in_every_file(committed: dict[str, list[dict[str, Any]]
 def test_targets_follow_from_the_text(committed: dict[str, list[dict[str, Any]]]) -> None:
     """The answer is always recoverable from the text, so a model can learn it exactly."""
     templates = load_templates()
-    keywords = sample_data.TOPIC_KEYWORDS
+    keywords = TOPIC_KEYWORDS
     for rows in committed.values():
         for row in rows:
             text, answer = raw_text(row, templates), target(row).strip()
@@ -261,3 +265,21 @@ def test_rejected_is_plausible_but_wrong(committed: dict[str, list[dict[str, Any
 
 def test_generation_is_deterministic() -> None:
     assert build_datasets() == build_datasets()
+
+
+def test_the_corpus_talks_about_the_demo_words_and_more() -> None:
+    """The pretraining corpus's lists start with the demo's (so its text, and with it the tiny
+    models, stay as they were built) and add words of their own."""
+    shared = [
+        (corpus.FIRST_NAMES, vocabulary.FIRST_NAMES),
+        (corpus.LAST_NAMES, vocabulary.LAST_NAMES),
+        (corpus.CITIES, vocabulary.CITIES),
+        (corpus.JOBS, vocabulary.JOBS),
+        (corpus.PAST_ACTIONS, vocabulary.ACTIONS),
+        (corpus.REASONS, vocabulary.REASONS),
+    ]
+    for words, demo in shared:
+        assert words[: len(demo)] == demo and len(words) > len(demo)
+    assert corpus.DAYS == vocabulary.DAYS
+    assert corpus.TOPICS == vocabulary.TOPIC_KEYWORDS
+    assert tuple(vocabulary.TOPIC_KEYWORDS) == CLASSIFICATION_LABELS

@@ -1,9 +1,12 @@
-"""CLI commands that run the platform itself (serve, up, keys). They need the server package
-(`llmops-platform`); the client alone does not install it, so it is imported only when used."""
+"""The server's commands of the `llmops` CLI (`up`, `serve`, `keys`), plugged into the SDK's
+command through the `llmops.cli` entry point (`register`; see `llmops.cli.plugins`).
+
+The CLI loads this module whenever it starts, so it imports only Typer at the top; the server
+itself (settings, database, services) is imported when a command runs."""
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -27,14 +30,10 @@ MetricsPort = Annotated[
 Output = Annotated[str, typer.Option("--output", "-o", help="table or json")]
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        from llmops_services.settings import Settings
-    except ImportError:  # pragma: no cover - only without the server package
-        typer.echo(
-            "error: this command needs the server package: pip install llmops-platform", err=True
-        )
-        raise typer.Exit(1) from None
+def settings(**overrides: Any) -> Settings:
+    """The server's settings with the given command-line values (None: not given) over them."""
+    from llmops_services.settings import Settings
+
     given = {key: value for key, value in overrides.items() if value is not None}
     return Settings(**given)
 
@@ -50,10 +49,12 @@ def worker_threads(workers: int, cores: int | None = None) -> int:
     return max(1, available // max(1, workers))
 
 
-def _serve(settings: Settings, services: list[str], workers: int = 0, threads: int = 1) -> None:
+def _serve(config: Settings, services: list[str], workers: int = 0, threads: int = 1) -> None:
+    import asyncio
+
     from llmops_services.app import serve
 
-    asyncio.run(serve(settings, services, workers, threads))
+    asyncio.run(serve(config, services, workers, threads))
 
 
 def serve_command(
@@ -74,10 +75,10 @@ def serve_command(
             err=True,
         )
         raise typer.Exit(2)
-    settings = _settings(
-        grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir, grpc_host=host
+    _serve(
+        settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir, grpc_host=host),
+        chosen,
     )
-    _serve(settings, chosen)
 
 
 def up_command(
@@ -95,34 +96,15 @@ def up_command(
     ] = 0,
 ) -> None:
     """Run the whole stack with the embedded defaults (SQLite, local store) in the foreground."""
-    settings = _settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir)
-    _serve(settings, list(SERVICES), workers, threads or worker_threads(workers))
-
-
-def worker_command(
-    data_dir: DataDir = None,
-    threads: Annotated[int, typer.Option("--threads", help="Torch threads per job.")] = 1,
-) -> None:
-    """Run a training worker in the foreground; it joins the stack of the same data dir."""
-    settings = _settings(data_dir=data_dir)
-    if not settings.redis_url:
-        stack = settings.data_dir / "stack.json"
-        if stack.is_file():
-            settings.redis_url = str(json.loads(stack.read_text()).get("redis", ""))
-    if not settings.redis_url:
+    if workers and importlib.util.find_spec("llmops_workers") is None:
         typer.echo(
-            "error: no Redis: set LLMOPS_REDIS_URL or start the stack with the same --data-dir",
+            "error: 'llmops up' starts workers from the workers package: pip install "
+            "llmops-workers (or run the services alone with --workers 0)",
             err=True,
         )
         raise typer.Exit(1)
-    try:
-        from llmops_workers.worker import run_worker
-    except ImportError:  # pragma: no cover - only without the workers package
-        typer.echo(
-            "error: this command needs the workers package: pip install llmops-workers", err=True
-        )
-        raise typer.Exit(1) from None
-    run_worker(settings, threads)
+    chosen = settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir)
+    _serve(chosen, list(SERVICES), workers, threads or worker_threads(workers))
 
 
 keys_app = typer.Typer(
@@ -133,9 +115,9 @@ keys_app = typer.Typer(
 def _database(data_dir: Path | None) -> Any:
     from llmops_services.db.database import Database
 
-    settings = _settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
+    chosen = settings(data_dir=data_dir)
+    chosen.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(chosen.resolved_database_url)
     db.migrate()
     return db
 
@@ -192,8 +174,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Adds the server-side commands to the CLI."""
+    """The `llmops.cli` entry point: adds `serve`, `up` and `keys` to the `llmops` command."""
     app.command("serve")(serve_command)
     app.command("up")(up_command)
-    app.command("worker")(worker_command)
     app.add_typer(keys_app, name="keys")
