@@ -14,7 +14,8 @@ setup: $(VENV)/.synced
 # --compile-bytecode: every training and eval job is a fresh Python process, and where
 # PYTHONDONTWRITEBYTECODE is set (CI images, containers) nothing is ever cached, so each one would
 # compile torch, transformers and TRL again (31 s of imports instead of 14 s on a 2-core VM).
-$(VENV)/.synced: pyproject.toml uv.lock clients/python/pyproject.toml
+$(VENV)/.synced: pyproject.toml uv.lock clients/python/pyproject.toml ml/pyproject.toml \
+		workers/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(SYSTEM_PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
@@ -27,6 +28,7 @@ lint: setup
 	buf format --diff --exit-code
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 type: setup
 	mypy
