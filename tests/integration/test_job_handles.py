@@ -281,6 +281,25 @@ def test_a_watch_gives_up_after_its_reconnects(stack: ServerThread, tiny_model: 
         assert proxy.refused >= 2  # it tried again before giving up
 
 
+async def test_an_async_watch_gives_up_after_its_reconnects(
+    stack: ServerThread, tiny_model: Path
+) -> None:
+    """The async face of the test above: the same reconnects, then the same typed error."""
+    with CuttableProxy(stack.address) as proxy:
+        async with llmops.AsyncClient(proxy.address, timeout=10) as client:
+            await client.models.create("tiny", str(tiny_model))
+            job = await client.training.create("sft", "tiny", "demo-sft")
+            with pytest.raises(ValueError, match="max_reconnects must be 0 or more"):
+                job.watch(max_reconnects=-1)
+            events = job.watch(max_reconnects=2)
+            first = await anext(events)
+            assert first.sequence == 1 and first.state == jobs_pb2.JOB_STATE_QUEUED
+            proxy.cut()
+            with pytest.raises(llmops.Unavailable):
+                await anext(events)
+            assert proxy.refused >= 2
+
+
 def test_pause_and_resume_through_the_handle(stack: ServerThread, tiny_model: Path) -> None:
     """No worker runs, so the job stays queued: pausing holds it at once."""
     with llmops.Client(stack.address, timeout=30) as client:

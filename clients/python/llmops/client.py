@@ -1,3 +1,4 @@
+# Generated from async_client.py by scripts/unasync.py (make unasync): do not edit.
 """The synchronous SDK: `Client` and its sub-clients, returning the contract's messages
 (training jobs and eval runs wrapped in handles that can wait for, watch and cancel them).
 
@@ -11,6 +12,8 @@ with Client() as client:  # LLMOPS_ADDRESS / LLMOPS_API_KEY, or arguments
 
 Every call gets the client's default deadline, `authorization` and `x-request-id` metadata,
 retries of UNAVAILABLE, and leaves with a typed `LlmopsError` instead of a `grpc.RpcError`.
+
+Generated from `async_client.py`, so both faces take the same arguments and behave the same.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import grpc
 
 from llmops import _requests as req
 from llmops._channel import ConnectionConfig, new_request_id, sync_channel
-from llmops._jobs import EvalRunHandle, EventPage, JobOps, TrainingJobHandle
+from llmops._job_base import EventPage
 from llmops._pagination import paginate
+from llmops._sync_jobs import EvalRunHandle, JobOps, TrainingJobHandle
 from llmops._version import USER_AGENT
-from llmops.async_client import AsyncClient
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
 from llmops.settings import ClientSettings
 from llmops.v1 import (
@@ -43,7 +46,6 @@ from llmops.v1 import (
 )
 
 __all__ = [
-    "AsyncClient",
     "Client",
     "Datasets",
     "Eval",
@@ -99,22 +101,22 @@ class _Transport:
         request: Req,
         timeout: float | None,
     ) -> Iterator[Resp]:
-        """Starts a server-streaming call; `timeout=None` means no deadline (for watches)."""
+        """Yields a server stream's messages; `timeout=None` means no deadline (watches).
+
+        The call starts at the first iteration; failures to start it and failures while
+        reading it leave as the same typed errors.
+        """
         request_id = new_request_id()
         try:
             call = method(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
         except grpc.RpcError as err:
             raise from_rpc_error(err, request_id=request_id) from err
-        return self._iterate(call, request_id)
-
-    @staticmethod
-    def _iterate(call: grpc.CallIterator[Resp], request_id: str) -> Iterator[Resp]:
         try:
             yield from call
         except grpc.RpcError as err:
             raise from_rpc_error(err, request_id=request_id) from err
         finally:
-            cancel: Callable[[], object] = call.cancel  # untyped in grpc-stubs
+            cancel: Callable[[], object] = call.cancel  # untyped in grpc-stubs' sync call
             cancel()  # a caller that stops early must not leave the stream open
 
 
@@ -138,7 +140,8 @@ class Templates:
 
     def get(self, template_id: str, version: int = 0) -> registry_service_pb2.PromptTemplate:
         """One template: its latest version, or `version`."""
-        return self._t.unary(self._stub.GetPromptTemplate, req.get_template(template_id, version))
+        request = req.get_template(template_id, version)
+        return self._t.unary(self._stub.GetPromptTemplate, request)
 
     def versions(
         self, template_id: str, *, page_size: int = 0
@@ -162,10 +165,12 @@ class Templates:
 
     def validate(self, template: str) -> registry_service_pb2.ValidatePromptTemplateResponse:
         """Asks the server whether a template text is valid, without storing it."""
-        return self._t.unary(self._stub.ValidatePromptTemplate, req.validate_template(template))
+        request = req.validate_template(template)
+        return self._t.unary(self._stub.ValidatePromptTemplate, request)
 
 
 def _read_chunks(source: req.DatasetSource, chunk_size: int) -> Iterator[bytes]:
+    """Chunks of the upload, read as they are sent."""
     if isinstance(source, bytes):
         for start in range(0, len(source), chunk_size):
             yield source[start : start + chunk_size]
@@ -346,8 +351,9 @@ class Models:
 class Training:
     """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
 
-    `create`, `get` and `list` return `TrainingJobHandle`s (which refresh, wait, watch, cancel,
-    pause and resume themselves); the calls by id return the plain `TrainingJob` message.
+    `create` and `get` return `TrainingJobHandle`s and `list` yields them (they refresh,
+    wait, watch, cancel, pause and resume themselves); the calls by id return the plain
+    `TrainingJob` message.
     """
 
     def __init__(self, transport: _Transport, stub: training_service_pb2_grpc.TrainingServiceStub):
@@ -417,12 +423,12 @@ class Training:
         """Every job matching the filters, newest first, as handles."""
         request = req.list_training_jobs(state, method, page_size, "")
 
-        def fetch(token: str) -> tuple[Sequence[training_service_pb2.TrainingJob], str]:
+        def fetch(token: str) -> tuple[Sequence[TrainingJobHandle], str]:
             request.page_token = token
             resp = self._t.unary(self._stub.ListTrainingJobs, request)
-            return resp.training_jobs, resp.next_page_token
+            return [self._handle(m) for m in resp.training_jobs], resp.next_page_token
 
-        return map(self._handle, paginate(fetch))
+        return paginate(fetch)
 
     def cancel(self, id: str) -> training_service_pb2.TrainingJob:
         """Cancels a job: a queued or paused one at once, a running one at its next step."""
@@ -453,7 +459,8 @@ class Training:
     def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
         request = req.training_job_checkpoints(id)
-        return tuple(self._t.unary(self._stub.ListTrainingJobCheckpoints, request).checkpoints)
+        resp = self._t.unary(self._stub.ListTrainingJobCheckpoints, request)
+        return tuple(resp.checkpoints)
 
     def register_checkpoint(
         self, id: str, step: int, output_name: str = ""
@@ -472,7 +479,8 @@ class Training:
 class Eval:
     """Evaluation runs against held-out data, optionally judged by the gates.
 
-    `create`, `get` and `list` return `EvalRunHandle`s; the calls by id return the `EvalRun`.
+    `create` and `get` return `EvalRunHandle`s and `list` yields them; the calls by id
+    return the `EvalRun`.
     """
 
     def __init__(self, transport: _Transport, stub: eval_service_pb2_grpc.EvalServiceStub):
@@ -533,12 +541,12 @@ class Eval:
         """Every run matching the filters, newest first, as handles."""
         request = req.list_eval_runs(model, state, page_size, "")
 
-        def fetch(token: str) -> tuple[Sequence[eval_service_pb2.EvalRun], str]:
+        def fetch(token: str) -> tuple[Sequence[EvalRunHandle], str]:
             request.page_token = token
             resp = self._t.unary(self._stub.ListEvalRuns, request)
-            return resp.eval_runs, resp.next_page_token
+            return [self._handle(m) for m in resp.eval_runs], resp.next_page_token
 
-        return map(self._handle, paginate(fetch))
+        return paginate(fetch)
 
     def cancel(self, id: str) -> eval_service_pb2.EvalRun:
         """Cancels a run."""
@@ -556,7 +564,8 @@ class Eval:
 
     def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
-        return self._t.unary(self._stub.CompareEvalRuns, req.compare_eval_runs(first, second))
+        request = req.compare_eval_runs(first, second)
+        return self._t.unary(self._stub.CompareEvalRuns, request)
 
     def wait(
         self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
@@ -569,7 +578,9 @@ class Inference:
     """Text generation with a base model or adapter, optionally through a prompt template."""
 
     def __init__(
-        self, transport: _Transport, stub: inference_service_pb2_grpc.InferenceServiceStub
+        self,
+        transport: _Transport,
+        stub: inference_service_pb2_grpc.InferenceServiceStub,
     ):
         self._t = transport
         self._stub = stub
@@ -643,6 +654,7 @@ class Client:
 
     Arguments left out come from `settings`, by default `ClientSettings.from_env()`
     (`LLMOPS_ADDRESS`, `LLMOPS_API_KEY`, `LLMOPS_TLS`, `LLMOPS_TLS_CA_FILE`, `LLMOPS_TIMEOUT`).
+    Close it with `client.close()` or use `with`.
     """
 
     def __init__(
