@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from llmops import _requests as req
 from llmops._async_jobs import AsyncEvalRunHandle, AsyncJobOps, AsyncTrainingJobHandle
 from llmops._channel import ConnectionConfig, aio_channel, new_request_id
-from llmops._job_base import EventPage
+from llmops._job_base import EventPage, M
 from llmops._pagination import apaginate
 from llmops._version import USER_AGENT
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
@@ -60,6 +61,7 @@ __all__ = [
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+H = TypeVar("H")
 
 
 class _AioTransport:
@@ -356,7 +358,42 @@ class AsyncModels:
         return await self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
 
-class AsyncTraining:
+class _AsyncJobCalls(ABC, Generic[M, H]):
+    """The calls by id that training jobs and eval runs answer the same way."""
+
+    _jobs: AsyncJobOps[M]
+
+    @abstractmethod
+    def _handle(self, message: M) -> H: ...
+
+    async def get(self, id: str) -> H:
+        """One job or run, with its state, progress and latest results, as a handle."""
+        return self._handle(await self._jobs.get(id))
+
+    async def cancel(self, id: str) -> M:
+        """Cancels it: a queued or paused one at once, a running one at its next step."""
+        return await self._jobs.cancel(id)
+
+    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Its events so far, oldest first."""
+        return self._jobs.events(id, page_size)
+
+    def watch(
+        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Follows its events live until it ends; no deadline unless `timeout` is given.
+
+        One stream: resume a broken watch with `after_sequence` set to the last event's
+        `sequence`, or use `(await get(id)).watch()`, which reconnects by itself.
+        """
+        return self._jobs.watch(id, after_sequence, timeout)
+
+    async def wait(self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0) -> M:
+        """Polls until it succeeds, fails or is cancelled, and returns its message."""
+        return await self._jobs.wait(id, timeout, poll_interval)
+
+
+class AsyncTraining(_AsyncJobCalls[training_service_pb2.TrainingJob, AsyncTrainingJobHandle]):
     """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
 
     `create` and `get` return `AsyncTrainingJobHandle`s and `list` yields them (they refresh,
@@ -423,10 +460,6 @@ class AsyncTraining:
         )
         return self._handle(await self._t.unary(self._stub.CreateTrainingJob, request))
 
-    async def get(self, id: str) -> AsyncTrainingJobHandle:
-        """One job, with its state, progress and latest metrics, as a handle."""
-        return self._handle(await self._jobs.get(id))
-
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
     ) -> AsyncIterator[AsyncTrainingJobHandle]:
@@ -440,10 +473,6 @@ class AsyncTraining:
 
         return apaginate(fetch)
 
-    async def cancel(self, id: str) -> training_service_pb2.TrainingJob:
-        """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return await self._jobs.cancel(id)
-
     async def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
         return await self._t.unary(self._stub.PauseTrainingJob, req.pause_training_job(id))
@@ -451,20 +480,6 @@ class AsyncTraining:
     async def resume(self, id: str) -> training_service_pb2.TrainingJob:
         """Resumes a paused job from its last checkpoint."""
         return await self._t.unary(self._stub.ResumeTrainingJob, req.resume_training_job(id))
-
-    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """The job's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """Follows the job's events live until it ends; no deadline unless `timeout` is given.
-
-        One stream: resume a broken watch with `after_sequence` set to the last event's
-        `sequence`, or use `(await get(id)).watch()`, which reconnects by itself.
-        """
-        return self._jobs.watch(id, after_sequence, timeout)
 
     async def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
@@ -479,14 +494,8 @@ class AsyncTraining:
         request = req.register_checkpoint(id, step, output_name)
         return await self._t.unary(self._stub.RegisterCheckpoint, request)
 
-    async def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
-        return await self._jobs.wait(id, timeout, poll_interval)
 
-
-class AsyncEval:
+class AsyncEval(_AsyncJobCalls[eval_service_pb2.EvalRun, AsyncEvalRunHandle]):
     """Evaluation runs against held-out data, optionally judged by the gates.
 
     `create` and `get` return `AsyncEvalRunHandle`s and `list` yields them; the calls by id
@@ -541,10 +550,6 @@ class AsyncEval:
         )
         return self._handle(await self._t.unary(self._stub.CreateEvalRun, request))
 
-    async def get(self, id: str) -> AsyncEvalRunHandle:
-        """One run, with its metrics and gate verdicts, as a handle."""
-        return self._handle(await self._jobs.get(id))
-
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
     ) -> AsyncIterator[AsyncEvalRunHandle]:
@@ -558,30 +563,10 @@ class AsyncEval:
 
         return apaginate(fetch)
 
-    async def cancel(self, id: str) -> eval_service_pb2.EvalRun:
-        """Cancels a run."""
-        return await self._jobs.cancel(id)
-
-    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """The run's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        return self._jobs.watch(id, after_sequence, timeout)
-
     async def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
         request = req.compare_eval_runs(first, second)
         return await self._t.unary(self._stub.CompareEvalRuns, request)
-
-    async def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns its message."""
-        return await self._jobs.wait(id, timeout, poll_interval)
 
 
 class AsyncInference:

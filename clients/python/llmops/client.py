@@ -19,15 +19,16 @@ Generated from `async_client.py`, so both faces take the same arguments and beha
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from llmops import _requests as req
 from llmops._channel import ConnectionConfig, new_request_id, sync_channel
-from llmops._job_base import EventPage
+from llmops._job_base import EventPage, M
 from llmops._pagination import paginate
 from llmops._sync_jobs import EvalRunHandle, JobOps, TrainingJobHandle
 from llmops._version import USER_AGENT
@@ -59,6 +60,7 @@ __all__ = [
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+H = TypeVar("H")
 
 
 class _Transport:
@@ -348,7 +350,42 @@ class Models:
         return self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
 
-class Training:
+class _AsyncJobCalls(ABC, Generic[M, H]):
+    """The calls by id that training jobs and eval runs answer the same way."""
+
+    _jobs: JobOps[M]
+
+    @abstractmethod
+    def _handle(self, message: M) -> H: ...
+
+    def get(self, id: str) -> H:
+        """One job or run, with its state, progress and latest results, as a handle."""
+        return self._handle(self._jobs.get(id))
+
+    def cancel(self, id: str) -> M:
+        """Cancels it: a queued or paused one at once, a running one at its next step."""
+        return self._jobs.cancel(id)
+
+    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
+        """Its events so far, oldest first."""
+        return self._jobs.events(id, page_size)
+
+    def watch(
+        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> Iterator[jobs_pb2.JobEvent]:
+        """Follows its events live until it ends; no deadline unless `timeout` is given.
+
+        One stream: resume a broken watch with `after_sequence` set to the last event's
+        `sequence`, or use `get(id).watch()`, which reconnects by itself.
+        """
+        return self._jobs.watch(id, after_sequence, timeout)
+
+    def wait(self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0) -> M:
+        """Polls until it succeeds, fails or is cancelled, and returns its message."""
+        return self._jobs.wait(id, timeout, poll_interval)
+
+
+class Training(_AsyncJobCalls[training_service_pb2.TrainingJob, TrainingJobHandle]):
     """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
 
     `create` and `get` return `TrainingJobHandle`s and `list` yields them (they refresh,
@@ -413,10 +450,6 @@ class Training:
         )
         return self._handle(self._t.unary(self._stub.CreateTrainingJob, request))
 
-    def get(self, id: str) -> TrainingJobHandle:
-        """One job, with its state, progress and latest metrics, as a handle."""
-        return self._handle(self._jobs.get(id))
-
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
     ) -> Iterator[TrainingJobHandle]:
@@ -430,10 +463,6 @@ class Training:
 
         return paginate(fetch)
 
-    def cancel(self, id: str) -> training_service_pb2.TrainingJob:
-        """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return self._jobs.cancel(id)
-
     def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
         return self._t.unary(self._stub.PauseTrainingJob, req.pause_training_job(id))
@@ -441,20 +470,6 @@ class Training:
     def resume(self, id: str) -> training_service_pb2.TrainingJob:
         """Resumes a paused job from its last checkpoint."""
         return self._t.unary(self._stub.ResumeTrainingJob, req.resume_training_job(id))
-
-    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
-        """The job's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> Iterator[jobs_pb2.JobEvent]:
-        """Follows the job's events live until it ends; no deadline unless `timeout` is given.
-
-        One stream: resume a broken watch with `after_sequence` set to the last event's
-        `sequence`, or use `get(id).watch()`, which reconnects by itself.
-        """
-        return self._jobs.watch(id, after_sequence, timeout)
 
     def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
@@ -469,14 +484,8 @@ class Training:
         request = req.register_checkpoint(id, step, output_name)
         return self._t.unary(self._stub.RegisterCheckpoint, request)
 
-    def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
-        return self._jobs.wait(id, timeout, poll_interval)
 
-
-class Eval:
+class Eval(_AsyncJobCalls[eval_service_pb2.EvalRun, EvalRunHandle]):
     """Evaluation runs against held-out data, optionally judged by the gates.
 
     `create` and `get` return `EvalRunHandle`s and `list` yields them; the calls by id
@@ -531,10 +540,6 @@ class Eval:
         )
         return self._handle(self._t.unary(self._stub.CreateEvalRun, request))
 
-    def get(self, id: str) -> EvalRunHandle:
-        """One run, with its metrics and gate verdicts, as a handle."""
-        return self._handle(self._jobs.get(id))
-
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
     ) -> Iterator[EvalRunHandle]:
@@ -548,30 +553,10 @@ class Eval:
 
         return paginate(fetch)
 
-    def cancel(self, id: str) -> eval_service_pb2.EvalRun:
-        """Cancels a run."""
-        return self._jobs.cancel(id)
-
-    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
-        """The run's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> Iterator[jobs_pb2.JobEvent]:
-        """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        return self._jobs.watch(id, after_sequence, timeout)
-
     def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
         request = req.compare_eval_runs(first, second)
         return self._t.unary(self._stub.CompareEvalRuns, request)
-
-    def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns its message."""
-        return self._jobs.wait(id, timeout, poll_interval)
 
 
 class Inference:
