@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup protos lint type test unit integration demo serve up tiny-models train-sft \
+.PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
 	train-qlora train-dpo train-distill eval bench clean
 
 setup: $(VENV)/.synced
@@ -22,6 +22,12 @@ $(VENV)/.synced: pyproject.toml uv.lock clients/python/pyproject.toml ml/pyproje
 
 protos: setup
 	scripts/gen_protos.sh
+
+# The sync SDK (`llmops/client.py`, `llmops/_sync_jobs.py`) is generated from the async one
+# (`async_client.py`, `_async_jobs.py`): edit those, then run this. The generated files are
+# committed; tests/unit/client/test_client_unasync.py fails when they are stale.
+unasync: setup
+	python scripts/unasync.py
 
 lint: setup
 	buf lint

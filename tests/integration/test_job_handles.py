@@ -7,6 +7,7 @@ server) reconnects after the last event it saw, losing and repeating nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -228,6 +229,46 @@ def _restore_when(proxy: CuttableProxy, ready: threading.Event, problems: list[s
     proxy.restore()
 
 
+class CutWhileRunning:
+    """Watches a job through `proxy` and cuts the connection once the job runs, keeping it cut
+    until the job has recorded more events than the watch has seen (read through `direct`)."""
+
+    def __init__(self, proxy: CuttableProxy, direct: llmops.Client, job_id: str) -> None:
+        self.proxy = proxy
+        self.direct = direct
+        self.job_id = job_id
+        self.seen: list[jobs_pb2.JobEvent] = []
+        self.problems: list[str] = []
+        self._moved_on = threading.Event()
+        self._restorer = threading.Thread(
+            target=_restore_when, args=(proxy, self._moved_on, self.problems)
+        )
+
+    def saw(self, event: jobs_pb2.JobEvent) -> None:
+        """Called for each watched event; blocks while the watch is cut off."""
+        self.seen.append(event)
+        if event.type == STATE_CHANGED and event.state == jobs_pb2.JOB_STATE_RUNNING:
+            self.proxy.cut()
+            self._restorer.start()
+            until(
+                lambda: len(list(self.direct.training.events(self.job_id))) > len(self.seen) + 1,
+                240,
+                "events recorded while the watch is cut off",
+            )
+            self._moved_on.set()
+
+    def check(self) -> None:
+        """The watch failed, reconnected, and saw the whole log once, to the job's success."""
+        self._restorer.join()
+        assert self.problems == []
+        assert self.proxy.refused >= 1 and self.proxy.accepted >= 2
+        _assert_complete_log(self.seen, list(self.direct.training.events(self.job_id)))
+        assert self.seen[-1].state == jobs_pb2.JOB_STATE_SUCCEEDED
+
+
+RECONNECT_JOB = {**FAST, "max_steps": 8, "save_steps": 4}
+
+
 def test_a_watch_reconnects_after_a_cut_connection_without_losing_or_repeating_events(
     stack: ServerThread, workers: Workers, tiny_model: Path
 ) -> None:
@@ -238,29 +279,31 @@ def test_a_watch_reconnects_after_a_cut_connection_without_losing_or_repeating_e
         llmops.Client(proxy.address, timeout=30) as proxied,
     ):
         direct.models.create("tiny", str(tiny_model))
-        job = proxied.training.create(
-            "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 8, "save_steps": 4}
-        )
-        seen: list[jobs_pb2.JobEvent] = []
-        moved_on = threading.Event()
-        problems: list[str] = []
-        restorer = threading.Thread(target=_restore_when, args=(proxy, moved_on, problems))
+        job = proxied.training.create("sft", "tiny", "demo-sft", hyperparameters=RECONNECT_JOB)
+        cut = CutWhileRunning(proxy, direct, job.id)
         for event in job.watch():
-            seen.append(event)
-            if event.type == STATE_CHANGED and event.state == jobs_pb2.JOB_STATE_RUNNING:
-                proxy.cut()
-                restorer.start()
-                until(
-                    lambda: len(list(direct.training.events(job.id))) > len(seen) + 1,
-                    240,
-                    "events recorded while the watch is cut off",
-                )
-                moved_on.set()
-        restorer.join()
-        assert problems == []
-        assert proxy.refused >= 1 and proxy.accepted >= 2  # it failed, then reconnected
-        _assert_complete_log(seen, list(direct.training.events(job.id)))
-        assert seen[-1].state == jobs_pb2.JOB_STATE_SUCCEEDED
+            cut.saw(event)
+        cut.check()
+
+
+async def test_an_async_watch_reconnects_after_a_cut_connection(
+    stack: ServerThread, workers: Workers, tiny_model: Path
+) -> None:
+    """The async face of the test above: its reconnect sleeps and closes are its own."""
+    workers.start()
+    with (
+        llmops.Client(stack.address, timeout=30) as direct,
+        CuttableProxy(stack.address) as proxy,
+    ):
+        async with llmops.AsyncClient(proxy.address, timeout=30) as proxied:
+            direct.models.create("tiny", str(tiny_model))
+            job = await proxied.training.create(
+                "sft", "tiny", "demo-sft", hyperparameters=RECONNECT_JOB
+            )
+            cut = CutWhileRunning(proxy, direct, job.id)
+            async for event in job.watch():
+                await asyncio.to_thread(cut.saw, event)
+            cut.check()
 
 
 def test_a_watch_gives_up_after_its_reconnects(stack: ServerThread, tiny_model: Path) -> None:
@@ -279,6 +322,25 @@ def test_a_watch_gives_up_after_its_reconnects(stack: ServerThread, tiny_model: 
         with pytest.raises(llmops.Unavailable):
             next(events)
         assert proxy.refused >= 2  # it tried again before giving up
+
+
+async def test_an_async_watch_gives_up_after_its_reconnects(
+    stack: ServerThread, tiny_model: Path
+) -> None:
+    """The async face of the test above: the same reconnects, then the same typed error."""
+    with CuttableProxy(stack.address) as proxy:
+        async with llmops.AsyncClient(proxy.address, timeout=10) as client:
+            await client.models.create("tiny", str(tiny_model))
+            job = await client.training.create("sft", "tiny", "demo-sft")
+            with pytest.raises(ValueError, match="max_reconnects must be 0 or more"):
+                job.watch(max_reconnects=-1)
+            events = job.watch(max_reconnects=2)
+            first = await anext(events)
+            assert first.sequence == 1 and first.state == jobs_pb2.JOB_STATE_QUEUED
+            proxy.cut()
+            with pytest.raises(llmops.Unavailable):
+                await anext(events)
+            assert proxy.refused >= 2
 
 
 def test_pause_and_resume_through_the_handle(stack: ServerThread, tiny_model: Path) -> None:

@@ -3,34 +3,34 @@
 ```python
 from llmops import AsyncClient
 
-async with AsyncClient() as client:
-    async for dataset in client.datasets.list(kind="sft"):
-        print(dataset.name)
+async with AsyncClient() as client:  # LLMOPS_ADDRESS / LLMOPS_API_KEY, or arguments
+    async for template in client.templates.list():
+        print(template.template_id)
 ```
 
-Requests are built by the same code as the sync client's (`llmops._requests`), and the
-channel comes from the same builder, so both accept and send exactly the same things.
+Every call gets the client's default deadline, `authorization` and `x-request-id` metadata,
+retries of UNAVAILABLE, and leaves with a typed `LlmopsError` instead of a `grpc.RpcError`.
 Create it inside a running event loop.
+
+This file is the source of the sync client too: `scripts/unasync.py` writes `client.py` from
+it (`make unasync`), so both faces take the same arguments and behave the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from llmops import _requests as req
+from llmops._async_jobs import AsyncEvalRunHandle, AsyncJobOps, AsyncTrainingJobHandle
 from llmops._channel import ConnectionConfig, aio_channel, new_request_id
-from llmops._jobs import (
-    AsyncEvalRunHandle,
-    AsyncJobOps,
-    AsyncTrainingJobHandle,
-    EventPage,
-)
+from llmops._job_base import EventPage, M
 from llmops._pagination import apaginate
 from llmops._version import USER_AGENT
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
@@ -61,10 +61,11 @@ __all__ = [
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+H = TypeVar("H")
 
 
 class _AioTransport:
-    """Sends async calls with the default deadline and a request id, converting failures."""
+    """Sends calls with the default deadline and a request id, converting failures."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -103,16 +104,24 @@ class _AioTransport:
         request: Req,
         timeout: float | None,
     ) -> AsyncIterator[Resp]:
-        """Yields a server stream's messages; `timeout=None` means no deadline (watches)."""
+        """Yields a server stream's messages; `timeout=None` means no deadline (watches).
+
+        The call starts at the first iteration; failures to start it and failures while
+        reading it leave as the same typed errors.
+        """
         request_id = new_request_id()
-        call = method(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
+        try:
+            call = method(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, request_id=request_id) from err
         try:
             async for item in call:
                 yield item
         except grpc.RpcError as err:
             raise from_rpc_error(err, request_id=request_id) from err
         finally:
-            call.cancel()  # a caller that stops early must not leave the stream open
+            cancel: Callable[[], object] = call.cancel  # untyped in grpc-stubs' sync call
+            cancel()  # a caller that stops early must not leave the stream open
 
 
 class AsyncTemplates:
@@ -167,17 +176,14 @@ class AsyncTemplates:
 
 
 async def _read_chunks(source: req.DatasetSource, chunk_size: int) -> AsyncIterator[bytes]:
-    """Chunks of the upload; file reads run in a thread so the event loop keeps going."""
+    """Chunks of the upload; the async client reads them in a thread, so its loop keeps going."""
     if isinstance(source, bytes):
         for start in range(0, len(source), chunk_size):
             yield source[start : start + chunk_size]
         return
-    f = await asyncio.to_thread(open, source, "rb")
-    try:
+    with open(source, "rb") as f:
         while chunk := await asyncio.to_thread(f.read, chunk_size):
             yield chunk
-    finally:
-        f.close()
 
 
 class AsyncDatasets:
@@ -201,7 +207,8 @@ class AsyncDatasets:
     ) -> registry_service_pb2.UploadDatasetResponse:
         """Uploads a JSONL file (or its bytes) as a dataset of `kind` (sft, preference, eval).
 
-        `timeout=None` gives the default deadline plus one second per MiB.
+        An identical upload returns the existing dataset (`already_existed`). `timeout=None`
+        gives the default deadline plus one second per MiB, so big files are not cut off.
         """
         first = req.upload_metadata(kind, name, description)
         chunk_size = req.check_chunk_size(chunk_size)
@@ -351,11 +358,47 @@ class AsyncModels:
         return await self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
 
-class AsyncTraining:
+class _AsyncJobCalls(ABC, Generic[M, H]):
+    """The calls by id that training jobs and eval runs answer the same way."""
+
+    _jobs: AsyncJobOps[M]
+
+    @abstractmethod
+    def _handle(self, message: M) -> H: ...
+
+    async def get(self, id: str) -> H:
+        """One job or run, with its state, progress and latest results, as a handle."""
+        return self._handle(await self._jobs.get(id))
+
+    async def cancel(self, id: str) -> M:
+        """Cancels it: a queued or paused one at once, a running one at its next step."""
+        return await self._jobs.cancel(id)
+
+    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Its events so far, oldest first."""
+        return self._jobs.events(id, page_size)
+
+    def watch(
+        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Follows its events live until it ends; no deadline unless `timeout` is given.
+
+        One stream: resume a broken watch with `after_sequence` set to the last event's
+        `sequence`, or use `(await get(id)).watch()`, which reconnects by itself.
+        """
+        return self._jobs.watch(id, after_sequence, timeout)
+
+    async def wait(self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0) -> M:
+        """Polls until it succeeds, fails or is cancelled, and returns its message."""
+        return await self._jobs.wait(id, timeout, poll_interval)
+
+
+class AsyncTraining(_AsyncJobCalls[training_service_pb2.TrainingJob, AsyncTrainingJobHandle]):
     """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
 
-    `create` and `get` return `AsyncTrainingJobHandle`s and `list` yields them; the calls by id
-    return the plain `TrainingJob` message.
+    `create` and `get` return `AsyncTrainingJobHandle`s and `list` yields them (they refresh,
+    wait, watch, cancel, pause and resume themselves); the calls by id return the plain
+    `TrainingJob` message.
     """
 
     def __init__(
@@ -396,7 +439,12 @@ class AsyncTraining:
         *,
         template_version: int = 0,
     ) -> AsyncTrainingJobHandle:
-        """Queues a job and returns its handle; see `Client.training.create`."""
+        """Queues a job; `method` is sft, qlora, dpo or distill. Returns its handle.
+
+        `hyperparameters` is a dict with the libraries' names (`max_steps`, `lora_r`, ...);
+        unset or `"auto"` values are chosen by the platform. Unknown names raise ValueError
+        before anything is sent. The same `idempotency_key` returns the same job.
+        """
         request = req.create_training_job(
             method=method,
             base_model=base_model,
@@ -412,10 +460,6 @@ class AsyncTraining:
         )
         return self._handle(await self._t.unary(self._stub.CreateTrainingJob, request))
 
-    async def get(self, id: str) -> AsyncTrainingJobHandle:
-        """One job, with its state, progress and latest metrics, as a handle."""
-        return self._handle(await self._jobs.get(id))
-
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
     ) -> AsyncIterator[AsyncTrainingJobHandle]:
@@ -429,10 +473,6 @@ class AsyncTraining:
 
         return apaginate(fetch)
 
-    async def cancel(self, id: str) -> training_service_pb2.TrainingJob:
-        """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return await self._jobs.cancel(id)
-
     async def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
         return await self._t.unary(self._stub.PauseTrainingJob, req.pause_training_job(id))
@@ -440,19 +480,6 @@ class AsyncTraining:
     async def resume(self, id: str) -> training_service_pb2.TrainingJob:
         """Resumes a paused job from its last checkpoint."""
         return await self._t.unary(self._stub.ResumeTrainingJob, req.resume_training_job(id))
-
-    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """The job's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """Follows the job's events live until it ends; no deadline unless `timeout` is given.
-
-        One stream; `(await get(id)).watch()` reconnects by itself.
-        """
-        return self._jobs.watch(id, after_sequence, timeout)
 
     async def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
@@ -467,17 +494,12 @@ class AsyncTraining:
         request = req.register_checkpoint(id, step, output_name)
         return await self._t.unary(self._stub.RegisterCheckpoint, request)
 
-    async def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
-        return await self._jobs.wait(id, timeout, poll_interval)
 
-
-class AsyncEval:
+class AsyncEval(_AsyncJobCalls[eval_service_pb2.EvalRun, AsyncEvalRunHandle]):
     """Evaluation runs against held-out data, optionally judged by the gates.
 
-    `create` and `get` return `AsyncEvalRunHandle`s and `list` yields them.
+    `create` and `get` return `AsyncEvalRunHandle`s and `list` yields them; the calls by id
+    return the `EvalRun`.
     """
 
     def __init__(self, transport: _AioTransport, stub: eval_service_pb2_grpc.EvalServiceAsyncStub):
@@ -528,10 +550,6 @@ class AsyncEval:
         )
         return self._handle(await self._t.unary(self._stub.CreateEvalRun, request))
 
-    async def get(self, id: str) -> AsyncEvalRunHandle:
-        """One run, with its metrics and gate verdicts, as a handle."""
-        return self._handle(await self._jobs.get(id))
-
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
     ) -> AsyncIterator[AsyncEvalRunHandle]:
@@ -545,30 +563,10 @@ class AsyncEval:
 
         return apaginate(fetch)
 
-    async def cancel(self, id: str) -> eval_service_pb2.EvalRun:
-        """Cancels a run."""
-        return await self._jobs.cancel(id)
-
-    def events(self, id: str, *, page_size: int = 0) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """The run's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        return self._jobs.watch(id, after_sequence, timeout)
-
     async def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
         request = req.compare_eval_runs(first, second)
         return await self._t.unary(self._stub.CompareEvalRuns, request)
-
-    async def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns its message."""
-        return await self._jobs.wait(id, timeout, poll_interval)
 
 
 class AsyncInference:
@@ -649,8 +647,9 @@ class AsyncInference:
 class AsyncClient:
     """Asyncio client for all four services over one `grpc.aio` channel.
 
-    Same arguments and settings as `Client`; close it with `await client.close()` or use
-    `async with`.
+    Arguments left out come from `settings`, by default `ClientSettings.from_env()`
+    (`LLMOPS_ADDRESS`, `LLMOPS_API_KEY`, `LLMOPS_TLS`, `LLMOPS_TLS_CA_FILE`, `LLMOPS_TIMEOUT`).
+    Close it with `await client.close()` or use `async with`.
     """
 
     def __init__(

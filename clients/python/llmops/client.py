@@ -1,3 +1,4 @@
+# Generated from async_client.py by scripts/unasync.py (make unasync): do not edit.
 """The synchronous SDK: `Client` and its sub-clients, returning the contract's messages
 (training jobs and eval runs wrapped in handles that can wait for, watch and cancel them).
 
@@ -11,23 +12,26 @@ with Client() as client:  # LLMOPS_ADDRESS / LLMOPS_API_KEY, or arguments
 
 Every call gets the client's default deadline, `authorization` and `x-request-id` metadata,
 retries of UNAVAILABLE, and leaves with a typed `LlmopsError` instead of a `grpc.RpcError`.
+
+Generated from `async_client.py`, so both faces take the same arguments and behave the same.
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from llmops import _requests as req
 from llmops._channel import ConnectionConfig, new_request_id, sync_channel
-from llmops._jobs import EvalRunHandle, EventPage, JobOps, TrainingJobHandle
+from llmops._job_base import EventPage, M
 from llmops._pagination import paginate
+from llmops._sync_jobs import EvalRunHandle, JobOps, TrainingJobHandle
 from llmops._version import USER_AGENT
-from llmops.async_client import AsyncClient
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
 from llmops.settings import ClientSettings
 from llmops.v1 import (
@@ -43,7 +47,6 @@ from llmops.v1 import (
 )
 
 __all__ = [
-    "AsyncClient",
     "Client",
     "Datasets",
     "Eval",
@@ -57,6 +60,7 @@ __all__ = [
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+H = TypeVar("H")
 
 
 class _Transport:
@@ -99,22 +103,22 @@ class _Transport:
         request: Req,
         timeout: float | None,
     ) -> Iterator[Resp]:
-        """Starts a server-streaming call; `timeout=None` means no deadline (for watches)."""
+        """Yields a server stream's messages; `timeout=None` means no deadline (watches).
+
+        The call starts at the first iteration; failures to start it and failures while
+        reading it leave as the same typed errors.
+        """
         request_id = new_request_id()
         try:
             call = method(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
         except grpc.RpcError as err:
             raise from_rpc_error(err, request_id=request_id) from err
-        return self._iterate(call, request_id)
-
-    @staticmethod
-    def _iterate(call: grpc.CallIterator[Resp], request_id: str) -> Iterator[Resp]:
         try:
             yield from call
         except grpc.RpcError as err:
             raise from_rpc_error(err, request_id=request_id) from err
         finally:
-            cancel: Callable[[], object] = call.cancel  # untyped in grpc-stubs
+            cancel: Callable[[], object] = call.cancel  # untyped in grpc-stubs' sync call
             cancel()  # a caller that stops early must not leave the stream open
 
 
@@ -138,7 +142,8 @@ class Templates:
 
     def get(self, template_id: str, version: int = 0) -> registry_service_pb2.PromptTemplate:
         """One template: its latest version, or `version`."""
-        return self._t.unary(self._stub.GetPromptTemplate, req.get_template(template_id, version))
+        request = req.get_template(template_id, version)
+        return self._t.unary(self._stub.GetPromptTemplate, request)
 
     def versions(
         self, template_id: str, *, page_size: int = 0
@@ -162,10 +167,12 @@ class Templates:
 
     def validate(self, template: str) -> registry_service_pb2.ValidatePromptTemplateResponse:
         """Asks the server whether a template text is valid, without storing it."""
-        return self._t.unary(self._stub.ValidatePromptTemplate, req.validate_template(template))
+        request = req.validate_template(template)
+        return self._t.unary(self._stub.ValidatePromptTemplate, request)
 
 
 def _read_chunks(source: req.DatasetSource, chunk_size: int) -> Iterator[bytes]:
+    """Chunks of the upload, read as they are sent."""
     if isinstance(source, bytes):
         for start in range(0, len(source), chunk_size):
             yield source[start : start + chunk_size]
@@ -343,11 +350,47 @@ class Models:
         return self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
 
-class Training:
+class _AsyncJobCalls(ABC, Generic[M, H]):
+    """The calls by id that training jobs and eval runs answer the same way."""
+
+    _jobs: JobOps[M]
+
+    @abstractmethod
+    def _handle(self, message: M) -> H: ...
+
+    def get(self, id: str) -> H:
+        """One job or run, with its state, progress and latest results, as a handle."""
+        return self._handle(self._jobs.get(id))
+
+    def cancel(self, id: str) -> M:
+        """Cancels it: a queued or paused one at once, a running one at its next step."""
+        return self._jobs.cancel(id)
+
+    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
+        """Its events so far, oldest first."""
+        return self._jobs.events(id, page_size)
+
+    def watch(
+        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> Iterator[jobs_pb2.JobEvent]:
+        """Follows its events live until it ends; no deadline unless `timeout` is given.
+
+        One stream: resume a broken watch with `after_sequence` set to the last event's
+        `sequence`, or use `get(id).watch()`, which reconnects by itself.
+        """
+        return self._jobs.watch(id, after_sequence, timeout)
+
+    def wait(self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0) -> M:
+        """Polls until it succeeds, fails or is cancelled, and returns its message."""
+        return self._jobs.wait(id, timeout, poll_interval)
+
+
+class Training(_AsyncJobCalls[training_service_pb2.TrainingJob, TrainingJobHandle]):
     """Fine-tuning jobs (LoRA SFT, QLoRA, DPO, distillation), run by workers.
 
-    `create`, `get` and `list` return `TrainingJobHandle`s (which refresh, wait, watch, cancel,
-    pause and resume themselves); the calls by id return the plain `TrainingJob` message.
+    `create` and `get` return `TrainingJobHandle`s and `list` yields them (they refresh,
+    wait, watch, cancel, pause and resume themselves); the calls by id return the plain
+    `TrainingJob` message.
     """
 
     def __init__(self, transport: _Transport, stub: training_service_pb2_grpc.TrainingServiceStub):
@@ -407,26 +450,18 @@ class Training:
         )
         return self._handle(self._t.unary(self._stub.CreateTrainingJob, request))
 
-    def get(self, id: str) -> TrainingJobHandle:
-        """One job, with its state, progress and latest metrics, as a handle."""
-        return self._handle(self._jobs.get(id))
-
     def list(
         self, state: str | None = None, method: str | None = None, *, page_size: int = 0
     ) -> Iterator[TrainingJobHandle]:
         """Every job matching the filters, newest first, as handles."""
         request = req.list_training_jobs(state, method, page_size, "")
 
-        def fetch(token: str) -> tuple[Sequence[training_service_pb2.TrainingJob], str]:
+        def fetch(token: str) -> tuple[Sequence[TrainingJobHandle], str]:
             request.page_token = token
             resp = self._t.unary(self._stub.ListTrainingJobs, request)
-            return resp.training_jobs, resp.next_page_token
+            return [self._handle(m) for m in resp.training_jobs], resp.next_page_token
 
-        return map(self._handle, paginate(fetch))
-
-    def cancel(self, id: str) -> training_service_pb2.TrainingJob:
-        """Cancels a job: a queued or paused one at once, a running one at its next step."""
-        return self._jobs.cancel(id)
+        return paginate(fetch)
 
     def pause(self, id: str) -> training_service_pb2.TrainingJob:
         """Pauses a job: a running one checkpoints and frees its worker."""
@@ -436,24 +471,11 @@ class Training:
         """Resumes a paused job from its last checkpoint."""
         return self._t.unary(self._stub.ResumeTrainingJob, req.resume_training_job(id))
 
-    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
-        """The job's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> Iterator[jobs_pb2.JobEvent]:
-        """Follows the job's events live until it ends; no deadline unless `timeout` is given.
-
-        One stream: resume a broken watch with `after_sequence` set to the last event's
-        `sequence`, or use `get(id).watch()`, which reconnects by itself.
-        """
-        return self._jobs.watch(id, after_sequence, timeout)
-
     def checkpoints(self, id: str) -> Sequence[jobs_pb2.Checkpoint]:
         """The job's checkpoints, oldest first."""
         request = req.training_job_checkpoints(id)
-        return tuple(self._t.unary(self._stub.ListTrainingJobCheckpoints, request).checkpoints)
+        resp = self._t.unary(self._stub.ListTrainingJobCheckpoints, request)
+        return tuple(resp.checkpoints)
 
     def register_checkpoint(
         self, id: str, step: int, output_name: str = ""
@@ -462,17 +484,12 @@ class Training:
         request = req.register_checkpoint(id, step, output_name)
         return self._t.unary(self._stub.RegisterCheckpoint, request)
 
-    def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> training_service_pb2.TrainingJob:
-        """Polls until the job succeeds, fails or is cancelled, and returns its message."""
-        return self._jobs.wait(id, timeout, poll_interval)
 
-
-class Eval:
+class Eval(_AsyncJobCalls[eval_service_pb2.EvalRun, EvalRunHandle]):
     """Evaluation runs against held-out data, optionally judged by the gates.
 
-    `create`, `get` and `list` return `EvalRunHandle`s; the calls by id return the `EvalRun`.
+    `create` and `get` return `EvalRunHandle`s and `list` yields them; the calls by id
+    return the `EvalRun`.
     """
 
     def __init__(self, transport: _Transport, stub: eval_service_pb2_grpc.EvalServiceStub):
@@ -523,53 +540,32 @@ class Eval:
         )
         return self._handle(self._t.unary(self._stub.CreateEvalRun, request))
 
-    def get(self, id: str) -> EvalRunHandle:
-        """One run, with its metrics and gate verdicts, as a handle."""
-        return self._handle(self._jobs.get(id))
-
     def list(
         self, model: str | None = None, state: str | None = None, *, page_size: int = 0
     ) -> Iterator[EvalRunHandle]:
         """Every run matching the filters, newest first, as handles."""
         request = req.list_eval_runs(model, state, page_size, "")
 
-        def fetch(token: str) -> tuple[Sequence[eval_service_pb2.EvalRun], str]:
+        def fetch(token: str) -> tuple[Sequence[EvalRunHandle], str]:
             request.page_token = token
             resp = self._t.unary(self._stub.ListEvalRuns, request)
-            return resp.eval_runs, resp.next_page_token
+            return [self._handle(m) for m in resp.eval_runs], resp.next_page_token
 
-        return map(self._handle, paginate(fetch))
-
-    def cancel(self, id: str) -> eval_service_pb2.EvalRun:
-        """Cancels a run."""
-        return self._jobs.cancel(id)
-
-    def events(self, id: str, *, page_size: int = 0) -> Iterator[jobs_pb2.JobEvent]:
-        """The run's events so far, oldest first."""
-        return self._jobs.events(id, page_size)
-
-    def watch(
-        self, id: str, after_sequence: int = 0, *, timeout: float | None = None
-    ) -> Iterator[jobs_pb2.JobEvent]:
-        """Follows the run's events live until it ends; no deadline unless `timeout` is given."""
-        return self._jobs.watch(id, after_sequence, timeout)
+        return paginate(fetch)
 
     def compare(self, first: str, second: str) -> eval_service_pb2.CompareEvalRunsResponse:
         """Two runs side by side, per task and metric (`second - first` as delta)."""
-        return self._t.unary(self._stub.CompareEvalRuns, req.compare_eval_runs(first, second))
-
-    def wait(
-        self, id: str, timeout: float | None = None, *, poll_interval: float = 2.0
-    ) -> eval_service_pb2.EvalRun:
-        """Polls until the run ends and returns its message."""
-        return self._jobs.wait(id, timeout, poll_interval)
+        request = req.compare_eval_runs(first, second)
+        return self._t.unary(self._stub.CompareEvalRuns, request)
 
 
 class Inference:
     """Text generation with a base model or adapter, optionally through a prompt template."""
 
     def __init__(
-        self, transport: _Transport, stub: inference_service_pb2_grpc.InferenceServiceStub
+        self,
+        transport: _Transport,
+        stub: inference_service_pb2_grpc.InferenceServiceStub,
     ):
         self._t = transport
         self._stub = stub
@@ -643,6 +639,7 @@ class Client:
 
     Arguments left out come from `settings`, by default `ClientSettings.from_env()`
     (`LLMOPS_ADDRESS`, `LLMOPS_API_KEY`, `LLMOPS_TLS`, `LLMOPS_TLS_CA_FILE`, `LLMOPS_TIMEOUT`).
+    Close it with `client.close()` or use `with`.
     """
 
     def __init__(
