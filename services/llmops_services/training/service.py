@@ -58,7 +58,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         def work(session: Session) -> tuple[JobRow, bool]:
             if key:
                 earlier = session.scalars(
-                    select(JobRow).where(JobRow.idempotency_key == key)
+                    select(JobRow).where(JobRow.idempotency_key == key, JobRow.kind == "training")
                 ).first()
                 if earlier is not None:
                     return earlier, False
@@ -107,7 +107,11 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         """
         if key:
             earlier = await self.db.run(
-                lambda s: s.scalars(select(JobRow.id).where(JobRow.idempotency_key == key)).first()
+                lambda s: s.scalars(
+                    select(JobRow.id).where(
+                        JobRow.idempotency_key == key, JobRow.kind == "training"
+                    )
+                ).first()
             )
             if earlier is not None:
                 return
