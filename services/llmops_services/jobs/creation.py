@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from llmops_services.db.database import Database
@@ -71,7 +72,14 @@ async def create_job(
         row, created = create_in(session, kind, key, draft)
         return present(session, row), row.id, created
 
-    shown, job_id, created = await db.run(work)
+    try:
+        shown, job_id, created = await db.run(work)
+    except IntegrityError:
+        if not key:
+            raise
+        # a create with the same key committed between our look-up and our insert: its job is
+        # the answer (the second run finds it by the key)
+        shown, job_id, created = await db.run(work)
     if created:
         await queue.enqueue_or_defer(job_id, 1, kind)
     return shown
