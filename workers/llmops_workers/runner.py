@@ -373,6 +373,7 @@ async def training_attempt(
     threads: int,
     exiting: list[Any],
 ) -> str:
+    """The body of a training attempt (see `run_attempt`): resolve, train, register."""
     try:
         with telemetry.phase("resolve_inputs"):
             inputs = await registry.inputs(job)
