@@ -70,7 +70,7 @@ from arq.worker import Worker
 
 import llmops
 from llmops.v1 import jobs_pb2
-from llmops_services.queue import TRAINING_QUEUE, arq_job_id
+from llmops_services.jobs.queue import JOB_QUEUE, arq_job_id
 from llmops_services.settings import Settings
 from llmops_workers.worker import worker_settings
 
@@ -409,13 +409,13 @@ class Bench:
             fail(f"the watch of {job.id} ended before the job did ({end.state})")
         arq_id = arq_job_id(job.id, job.attempt)
         wait_for(
-            lambda: self.arq_status(arq_id, TRAINING_QUEUE) == JobStatus.complete,
+            lambda: self.arq_status(arq_id, JOB_QUEUE) == JobStatus.complete,
             timeout,
             f"the worker to finish {arq_id}",
             interval=0.005,
         )
         worker_free_seen_at = time.time()
-        info = self.arq_result(arq_id, TRAINING_QUEUE)
+        info = self.arq_result(arq_id, JOB_QUEUE)
         steps = [e for e in events if e.type == jobs_pb2.JOB_EVENT_TYPE_METRICS]
         return JobSample(
             job_id=job.id,
@@ -724,7 +724,7 @@ def main(argv: Sequence[str]) -> int:
         stack.callback(lambda: runner.run(pool.aclose()))
         client = stack.enter_context(llmops.Client(running.address, timeout=30))
         bench = Bench(client, runner, pool, jitter, args.seed)
-        for queue in (TRAINING_QUEUE, BASELINE_QUEUE):
+        for queue in (JOB_QUEUE, BASELINE_QUEUE):
             wait_for(
                 partial(bench.redis_has, queue + HEALTH_SUFFIX),
                 args.startup_timeout,

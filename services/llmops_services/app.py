@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from llmops_services import seed
 from llmops_services.context import Platform
 from llmops_services.eval import service as eval_service
-from llmops_services.job_signals import Announcer
-from llmops_services.queue import JobQueue, PrivateRedis
+from llmops_services.jobs.private_redis import PrivateRedis
+from llmops_services.jobs.queue import JobQueue
+from llmops_services.jobs.reconciler import Reconciler
+from llmops_services.jobs.signals import Announcer
 from llmops_services.registry import service as registry_service
 from llmops_services.runtime.auth import ApiKeyCache
 from llmops_services.runtime.logs import configure_logging
@@ -24,7 +26,6 @@ from llmops_services.runtime.server import GrpcServer, ServiceBinding, run_until
 from llmops_services.settings import Settings
 from llmops_services.training import metrics as training_metrics
 from llmops_services.training import service as training_service
-from llmops_services.training.service import Reconciler
 from llmops_services.unimplemented import unimplemented_bindings
 
 log = logging.getLogger("llmops.app")

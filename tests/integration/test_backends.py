@@ -65,6 +65,28 @@ def test_registry_on_postgresql_survives_a_restart(postgres_url: str, tmp_path: 
         again.stop()
 
 
+def test_idempotency_keys_are_per_kind_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    running = ServerThread(make_settings(tmp_path / "data", database_url=postgres_url)).start()
+    try:
+        with llmops.Client(running.address, timeout=10) as client:
+            client.models.create("pg-jobs-base", str(_model_dir(tmp_path / "base")))
+            run = client.eval.create("pg-jobs-base", "demo-eval", idempotency_key="pg-key")
+            job = client.training.create(
+                "sft", "pg-jobs-base", "demo-sft", idempotency_key="pg-key"
+            )
+            assert job.id != run.id
+            again = client.training.create(
+                "sft", "pg-jobs-base", "demo-sft", idempotency_key="pg-key"
+            )
+            assert again.id == job.id
+            assert (
+                client.eval.create("pg-jobs-base", "demo-eval", idempotency_key="pg-key").id
+                == run.id
+            )
+    finally:
+        running.stop()
+
+
 def test_datasets_in_an_fsspec_store(tmp_path: Path) -> None:
     store = f"memory://llmops-{uuid.uuid4().hex}"
     settings = make_settings(tmp_path / "data", artifacts_url=store, seed_sample_data=False)

@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 import pytest
 
+from llmops.v1 import eval_service_pb2 as epb
+from llmops.v1 import eval_service_pb2_grpc as epb_grpc
 from llmops.v1 import jobs_pb2
 from llmops.v1 import registry_service_pb2 as rpb
 from llmops.v1 import registry_service_pb2_grpc as rpb_grpc
@@ -69,6 +71,40 @@ async def test_the_same_idempotency_key_returns_the_same_job(
     assert first.id == again.id != other.id
     listed = await training.ListTrainingJobs(pb.ListTrainingJobsRequest())
     assert {j.id for j in listed.training_jobs} == {first.id, other.id}
+
+
+async def _create_of_kind(channel: grpc.aio.Channel, kind: str, key: str) -> str:
+    """Creates a job of `kind` (a training job or an eval run) with `key`; returns its id."""
+    if kind == "training":
+        job = await pb_grpc.TrainingServiceStub(channel).CreateTrainingJob(
+            create(idempotency_key=key)
+        )
+        return str(job.id)
+    run = await epb_grpc.EvalServiceStub(channel).CreateEvalRun(
+        epb.CreateEvalRunRequest(model="tiny", dataset="demo-eval", idempotency_key=key)
+    )
+    return str(run.id)
+
+
+@pytest.mark.parametrize(
+    ("first_kind", "second_kind"),
+    [("eval", "training"), ("training", "eval"), ("training", "training"), ("eval", "eval")],
+)
+async def test_idempotency_keys_are_scoped_per_kind(
+    channel: grpc.aio.Channel, base: rpb.Model, first_kind: str, second_kind: str
+) -> None:
+    first = await _create_of_kind(channel, first_kind, "shared-key")
+    second = await _create_of_kind(channel, second_kind, "shared-key")
+    if first_kind == second_kind:
+        assert second == first  # the same key on the same kind: the same job
+        return
+    assert second != first  # another kind: an independent job, found by its own key again
+    assert await _create_of_kind(channel, first_kind, "shared-key") == first
+    assert await _create_of_kind(channel, second_kind, "shared-key") == second
+    training = pb_grpc.TrainingServiceStub(channel)
+    runs = await epb_grpc.EvalServiceStub(channel).ListEvalRuns(epb.ListEvalRunsRequest())
+    jobs = await training.ListTrainingJobs(pb.ListTrainingJobsRequest())
+    assert {first, second} == {r.id for r in runs.eval_runs} | {j.id for j in jobs.training_jobs}
 
 
 @pytest.mark.parametrize(

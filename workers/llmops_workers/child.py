@@ -16,8 +16,9 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops_workers.engines.spec import TrainingSpec
-from llmops_workers.evaluation.spec import EvalSpec
+from llmops_workers.engines.spec import TrainingResult, TrainingSpec
+from llmops_workers.evaluation.spec import EvalResult, EvalSpec
+from llmops_workers.messages import Checkpoint, Error, Metrics, Result, Started
 
 STOP_NONE, STOP_CANCEL, STOP_PAUSE = 0, 1, 2
 _HINT = "install it on the workers (4-bit QLoRA needs: pip install 'bitsandbytes>=0.48')"
@@ -41,13 +42,13 @@ class QueueEvents:
         self._control = control
 
     def on_start(self, total_steps: int) -> None:
-        self._queue.put(("start", total_steps))
+        self._queue.put(Started(total_steps))
 
     def on_log(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
-        self._queue.put(("log", step, total_steps, dict(metrics)))
+        self._queue.put(Metrics(step, total_steps, dict(metrics)))
 
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
-        self._queue.put(("checkpoint", step, str(path), dict(metrics)))
+        self._queue.put(Checkpoint(step, str(path), dict(metrics)))
 
     def should_stop(self) -> Literal["", "cancel", "pause"]:
         value = self._control.value
@@ -62,16 +63,18 @@ class QueueEvalEvents:
         self._control = control
 
     def on_start(self, total: int) -> None:
-        self._queue.put(("start", total))
+        self._queue.put(Started(total))
 
     def on_progress(self, done: int, total: int, metrics: dict[str, float]) -> None:
-        self._queue.put(("log", done, total, dict(metrics)))
+        self._queue.put(Metrics(done, total, dict(metrics)))
 
     def should_stop(self) -> bool:
         return bool(self._control.value == STOP_CANCEL)
 
 
-def _run(spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]) -> Any:
+def _run(
+    spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]
+) -> TrainingResult | EvalResult:
     import torch
 
     torch.set_num_threads(spec.threads)
@@ -93,13 +96,11 @@ def child_main(
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING)
     try:
-        queue.put(("result", _run(spec, queue, control)))
+        queue.put(Result(_run(spec, queue, control)))
     except (ValueError, KeyError, FileNotFoundError) as error:
-        queue.put(("error", "input", f"{type(error).__name__}: {error}"))
+        queue.put(Error("input", f"{type(error).__name__}: {error}"))
     except ImportError as error:  # a library this method needs cannot load on this worker
         module = error.name or "a library"
-        queue.put(("error", "precondition", f"this worker cannot load {module} ({error}); {_HINT}"))
+        queue.put(Error("precondition", f"this worker cannot load {module} ({error}); {_HINT}"))
     except Exception as error:
-        queue.put(
-            ("error", "internal", f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
-        )
+        queue.put(Error("internal", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from llmops_services.context import Platform
 from llmops_services.db.tables import JobRow
-from llmops_services.training import jobs
+from llmops_services.jobs import leases, states
 from llmops_workers import telemetry
 from llmops_workers.evaluation.spec import EvalResult, EvalSpec
+from llmops_workers.messages import Error, LeaseLost, Result
 from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import INPUT_ERRORS, Attempt, end_with_error, observe_end, supervise
 
@@ -29,26 +30,26 @@ def _metrics(result: EvalResult) -> dict[str, dict[str, float]]:
     }
 
 
-def finish_eval(
-    platform: Platform, attempt: Attempt, outcome: tuple[Any, ...], output: Path
-) -> str:
+def finish_eval(platform: Platform, attempt: Attempt, outcome: Result | Error, output: Path) -> str:
     """Ends the attempt: record the metrics and report, cancel, fail or queue the next attempt."""
 
     def work(session: Session) -> str:
-        job = jobs.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
+        job = leases.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
         if job is None:
             return "fenced"
-        if outcome[0] != "result":
+        if isinstance(outcome, Error):
             return end_with_error(session, job, outcome, platform.settings.job_max_attempts)
-        result: EvalResult = outcome[1]
+        result = outcome.result
+        if not isinstance(result, EvalResult):
+            raise TypeError(f"an eval attempt ended with {type(result).__name__}")
         if result.status == "cancelled":
-            jobs.move(session, job, "CANCELLED", f"stopped after {job.step} examples")
+            states.move(session, job, "CANCELLED", f"stopped after {job.step} examples")
             observe_end(job)
             return "cancelled"
         job.metrics = _metrics(result)
         job.step = job.total_steps = result.examples
         job.report_uri = platform.store.uri(str(output.relative_to(platform.store.root)))
-        jobs.move(session, job, "SUCCEEDED", f"evaluated {result.examples} examples")
+        states.move(session, job, "SUCCEEDED", f"evaluated {result.examples} examples")
         observe_end(job)
         return "succeeded"
 
@@ -70,11 +71,11 @@ async def eval_attempt(
         with telemetry.phase("resolve_inputs"):
             inputs = await registry.eval_inputs(job)
     except INPUT_ERRORS as error:
-        failed = ("error", "input", f"an input of the run: {error}")
+        failed = Error("input", f"an input of the run: {error}")
         return finish_eval(platform, this, failed, output)
     except Exception as error:
         log.exception("could not resolve the inputs of %s", job.id)
-        return finish_eval(platform, this, ("error", "internal", f"resolving: {error}"), output)
+        return finish_eval(platform, this, Error("internal", f"resolving: {error}"), output)
     settings = job.resolved_hyperparameters
     generation = settings.get("generation", {})
     spec = EvalSpec(
@@ -93,6 +94,6 @@ async def eval_attempt(
     )
     with telemetry.phase("evaluate"):
         outcome = await supervise(platform, this, spec, exiting)
-    if outcome[0] == "lost":
+    if isinstance(outcome, LeaseLost):
         return "fenced"
     return finish_eval(platform, this, outcome, output)

@@ -21,23 +21,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy.orm import Session
 
 import llmops
 from llmops_services.context import Platform
 from llmops_services.db.tables import JobRow
+from llmops_services.jobs import leases, states
+from llmops_services.jobs.events import Event, append_event
+from llmops_services.jobs.store import checkpoints_of, record_checkpoint
 from llmops_services.runtime.context import job_id_var
-from llmops_services.training import jobs
 from llmops_workers import telemetry
 from llmops_workers.child import STOP_CANCEL, STOP_NONE, STOP_PAUSE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalSpec
+from llmops_workers.messages import (
+    Checkpoint,
+    ChildMessage,
+    Error,
+    ErrorCause,
+    LeaseLost,
+    Metrics,
+    Outcome,
+    Result,
+    Started,
+)
 from llmops_workers.registry_link import Inputs, RegistryLink
 
 # Errors that the job's input causes: no new attempt would end differently.
 INPUT_ERRORS = (llmops.NotFound, llmops.InvalidArgument, llmops.FailedPrecondition)
-# What a FAILED job's error code is, by how its last attempt ended (google.rpc.Code values).
-ERROR_CODES = {"input": 3, "precondition": 9, "crash": 13, "internal": 13}
+# What a FAILED job's error code is, by how its last attempt ended.
+ERROR_CODES: dict[ErrorCause, grpc.StatusCode] = {
+    "input": grpc.StatusCode.INVALID_ARGUMENT,
+    "precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "crash": grpc.StatusCode.INTERNAL,
+    "internal": grpc.StatusCode.INTERNAL,
+}
 
 log = logging.getLogger("llmops.worker")
 
@@ -75,7 +94,7 @@ def build_spec(
 
 def last_checkpoint(platform: Platform, job_id: str) -> Path | None:
     """Where the newest complete checkpoint of the job is, if any."""
-    done = platform.db.run_sync(lambda s: jobs.checkpoints_of(s, job_id))
+    done = platform.db.run_sync(lambda s: checkpoints_of(s, job_id))
     return platform.store.local_path(done[-1].uri) if done else None
 
 
@@ -93,35 +112,34 @@ class Supervisor:
         """Runs `work(session, job)` only while this attempt owns the job; None otherwise."""
 
         def guarded(session: Session) -> Any:
-            job = jobs.fenced_job(
+            job = leases.fenced_job(
                 session, self.attempt.job_id, self.attempt.attempt, self.attempt.owner
             )
             return None if job is None else work(session, job)
 
         return self.platform.db.run_sync(guarded)
 
-    def on_message(self, message: tuple[Any, ...]) -> None:
+    def on_message(self, message: Started | Metrics | Checkpoint) -> None:
         """Records one report of the child."""
-        kind = message[0]
-        if kind == "start":
-            total = int(message[1])
+        if isinstance(message, Started):
+            total = message.total_steps
             self._fenced(lambda s, job: setattr(job, "total_steps", total))
-        elif kind == "log":
-            _, step, total, metrics = message
+        elif isinstance(message, Metrics):
+            step, metrics = message.step, message.metrics
 
             def log_step(session: Session, job: JobRow) -> None:
-                job.step, job.total_steps = int(step), int(total)
+                job.step, job.total_steps = step, message.total_steps
                 job.metrics = {**job.metrics, **metrics}
-                jobs.append_event(
-                    session, job, jobs.Event("METRICS", step=int(step), metrics=metrics)
-                )
+                append_event(session, job, Event("METRICS", step=step, metrics=metrics))
 
             self._fenced(log_step)
-            self._count(int(step), metrics)
-        elif kind == "checkpoint":
-            _, step, path, metrics = message
-            uri = self.platform.store.uri(str(Path(path).relative_to(self.platform.store.root)))
-            self._fenced(lambda s, job: jobs.record_checkpoint(s, job, int(step), uri, metrics))
+            self._count(step, metrics)
+        else:
+            path = Path(message.path).relative_to(self.platform.store.root)
+            uri = self.platform.store.uri(str(path))
+            self._fenced(
+                lambda s, job: record_checkpoint(s, job, message.step, uri, message.metrics)
+            )
 
     def _count(self, step: int, metrics: dict[str, float]) -> None:
         """Feeds the worker's Prometheus metrics from a training log."""
@@ -141,7 +159,7 @@ class Supervisor:
         STOP_PAUSE), None if the lease is lost."""
 
         def renew(session: Session) -> int | None:
-            job = jobs.heartbeat(
+            job = leases.heartbeat(
                 session,
                 self.attempt.job_id,
                 self.attempt.attempt,
@@ -179,8 +197,8 @@ def _reap(child: Any) -> None:
 
 async def supervise(
     platform: Platform, attempt: Attempt, spec: TrainingSpec | EvalSpec, exiting: list[Any]
-) -> tuple[Any, ...]:
-    """Runs the child to its end; returns ("result", TrainingResult) or ("error", kind, text).
+) -> Outcome:
+    """Runs the child to its end: its Result or Error, or LeaseLost.
 
     A child that sent its result is left to exit on its own and put in `exiting`: the shutdown
     of a process with torch loaded takes a second or two, which the job need not wait for.
@@ -197,7 +215,7 @@ async def supervise(
     # who cancels should not wait a quarter of the lease for it (one row update per second)
     beat_every = min(max(platform.settings.job_lease_seconds / 4, 0.2), 1.0)
     next_beat = 0.0
-    outcome: tuple[Any, ...] | None = None
+    outcome: Outcome | None = None
     try:
         while outcome is None:
             now = time.monotonic()
@@ -206,7 +224,7 @@ async def supervise(
                 if stop is None:
                     log.warning("lost the lease of %s; stopping", attempt.job_id)
                     control.value = STOP_CANCEL
-                    outcome = ("lost", None)
+                    outcome = LeaseLost()
                     break
                 if stop != STOP_NONE and control.value != STOP_CANCEL:
                     control.value = stop
@@ -215,26 +233,24 @@ async def supervise(
                 await asyncio.wait({starting}, timeout=0.2)
                 continue
             if starting.exception() is not None:
-                outcome = (
-                    "error",
-                    "crash",
-                    f"could not start the job's process: {starting.exception()}",
+                outcome = Error(
+                    "crash", f"could not start the job's process: {starting.exception()}"
                 )
                 break
             try:
-                message = await asyncio.to_thread(reports.get, True, 0.2)
+                message: ChildMessage = await asyncio.to_thread(reports.get, True, 0.2)
             except queue_module.Empty:
                 if not child.is_alive():
-                    outcome = ("error", "crash", f"training process exited with {child.exitcode}")
+                    outcome = Error("crash", f"training process exited with {child.exitcode}")
                 continue
-            if message[0] in ("result", "error"):
-                outcome = ("result", message[1]) if message[0] == "result" else message
+            if isinstance(message, Result | Error):
+                outcome = message
             else:
                 supervisor.on_message(message)
     finally:
         await asyncio.wait({starting})
         if starting.exception() is None:  # otherwise there is no process to stop
-            if outcome is not None and outcome[0] == "result":
+            if isinstance(outcome, Result):
                 exiting.append(child)
             else:
                 await asyncio.to_thread(_reap, child)
@@ -244,7 +260,7 @@ async def supervise(
 def finish(
     platform: Platform,
     attempt: Attempt,
-    outcome: tuple[Any, ...],
+    outcome: Result | Error,
     model: llmops.v1.registry_service_pb2.Model | None = None,
 ) -> str:
     """Ends the attempt in the job's row: succeed (with the model registered), fail, cancel,
@@ -252,13 +268,15 @@ def finish(
     settings = platform.settings
 
     def work(session: Session) -> str:
-        job = jobs.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
+        job = leases.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
         if job is None:
             return "fenced"
-        if outcome[0] == "result":
-            result: TrainingResult = outcome[1]
+        if isinstance(outcome, Result):
+            result = outcome.result
+            if not isinstance(result, TrainingResult):
+                raise TypeError(f"a training attempt ended with {type(result).__name__}")
             if result.status == "cancelled":
-                jobs.move(session, job, "CANCELLED", f"stopped at step {result.steps}")
+                states.move(session, job, "CANCELLED", f"stopped at step {result.steps}")
                 observe_end(job)
                 return "cancelled"
             if result.status == "paused":
@@ -267,14 +285,14 @@ def finish(
                 job.step = max(job.step, result.steps)
                 held = result.last_checkpoint
                 note = f"; resume continues from {held.name}" if held is not None else ""
-                jobs.move(session, job, "PAUSED", f"paused at step {result.steps}{note}")
+                states.move(session, job, "PAUSED", f"paused at step {result.steps}{note}")
                 return "paused"
             if model is None:
                 raise ValueError("a completed attempt ends with its registered model")
             job.result_model_id = model.id
             job.metrics = {**job.metrics, **result.metrics}
             job.step = max(job.step, result.steps)
-            jobs.move(session, job, "SUCCEEDED", f"registered {model.name} v{model.version}")
+            states.move(session, job, "SUCCEEDED", f"registered {model.name} v{model.version}")
             observe_end(job)
             return "succeeded"
         return end_with_error(session, job, outcome, settings.job_max_attempts)
@@ -283,16 +301,14 @@ def finish(
     return state
 
 
-def end_with_error(session: Session, job: JobRow, outcome: tuple[Any, ...], attempts: int) -> str:
+def end_with_error(session: Session, job: JobRow, outcome: Error, attempts: int) -> str:
     """Fails the job, or queues its next attempt when the error was infrastructure's."""
-    _, kind, text = outcome
+    text = outcome.text
     first_line = text.splitlines()[0] if text else f"{job.kind} failed"
-    if kind in ("crash", "internal") and jobs.retries_used(job) < attempts:
-        jobs.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
+    if outcome.cause in ("crash", "internal") and leases.retries_used(job) < attempts:
+        leases.requeue(session, job, f"attempt {job.attempt} failed ({first_line})")
         return "retry"
-    job.error_code = ERROR_CODES.get(kind, 13)
-    job.error_message = first_line
-    jobs.move(session, job, "FAILED", first_line)
+    states.fail(session, job, ERROR_CODES[outcome.cause], first_line)
     observe_end(job)
     return "failed"
 
@@ -307,9 +323,9 @@ def observe_end(job: JobRow) -> None:
 
 
 def _note(session: Session, attempt: Attempt, message: str) -> None:
-    job = jobs.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
+    job = leases.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
     if job is not None:
-        jobs.append_event(session, job, jobs.Event("MESSAGE", message=message))
+        append_event(session, job, Event("MESSAGE", message=message))
 
 
 AttemptBody = Callable[[Platform, RegistryLink, "Attempt", JobRow, int, list[Any]], Awaitable[str]]
@@ -323,13 +339,12 @@ async def run_attempt(
     attempt: int,
     owner: str,
     threads: int,
-    body: AttemptBody | None = None,
+    body: AttemptBody,
 ) -> str:
-    """The whole attempt of a job (a training attempt unless `body` says otherwise); returns
-    how it ended."""
+    """The whole attempt of a job, `body` doing what its kind does; returns how it ended."""
     job_id_var.set(job_id)
     claimed: JobRow | None = platform.db.run_sync(
-        lambda s: jobs.claim(s, job_id, attempt, owner, platform.settings.job_lease_seconds)
+        lambda s: leases.claim(s, job_id, attempt, owner, platform.settings.job_lease_seconds)
     )
     if claimed is None:
         return "skipped"
@@ -340,9 +355,7 @@ async def run_attempt(
     exiting: list[Any] = []
     with telemetry.attempt_span(claimed.traceparent, claimed, attempt):
         try:
-            ended = await (body or training_attempt)(
-                platform, registry, this, claimed, threads, exiting
-            )
+            ended = await body(platform, registry, this, claimed, threads, exiting)
         finally:
             for child in exiting:  # the worker takes no new job before its child is gone
                 await asyncio.to_thread(_reap, child)
@@ -360,14 +373,15 @@ async def training_attempt(
     threads: int,
     exiting: list[Any],
 ) -> str:
+    """The body of a training attempt (see `run_attempt`): resolve, train, register."""
     try:
         with telemetry.phase("resolve_inputs"):
             inputs = await registry.inputs(job)
     except INPUT_ERRORS as error:
-        return finish(platform, this, ("error", "input", f"an input of the job: {error}"))
+        return finish(platform, this, Error("input", f"an input of the job: {error}"))
     except Exception as error:
         log.exception("could not resolve the inputs of %s", job.id)
-        return finish(platform, this, ("error", "internal", f"resolving inputs: {error}"))
+        return finish(platform, this, Error("internal", f"resolving inputs: {error}"))
     resume = last_checkpoint(platform, job.id)
     spec = build_spec(platform, job, inputs, resume, threads)
     if resume is not None:
@@ -376,14 +390,16 @@ async def training_attempt(
         platform.db.run_sync(lambda s: _note(s, this, message))
     with telemetry.phase("train"):
         outcome = await supervise(platform, this, spec, exiting)
-    if outcome[0] == "lost":
+    if isinstance(outcome, LeaseLost):
         return "fenced"
-    if outcome[0] != "result" or outcome[1].status != "completed":
+    if isinstance(outcome, Error) or outcome.result.status != "completed":
         return finish(platform, this, outcome)
-    result: TrainingResult = outcome[1]
+    result = outcome.result
+    if not isinstance(result, TrainingResult):
+        return finish(platform, this, Error("internal", "the engine gave no training result"))
     produced = result.adapter_dir or result.model_dir
     if produced is None:
-        return finish(platform, this, ("error", "internal", "the engine saved no model"))
+        return finish(platform, this, Error("internal", "the engine saved no model"))
     metrics = {k: float(v) for k, v in result.metrics.items()}
     try:
         with telemetry.phase("register"):
@@ -391,8 +407,8 @@ async def training_attempt(
                 job, produced, result.adapter_dir is not None, metrics, inputs.dataset_sha256
             )
     except INPUT_ERRORS as error:
-        return finish(platform, this, ("error", "input", f"registering the model: {error}"))
+        return finish(platform, this, Error("input", f"registering the model: {error}"))
     except Exception as error:
         log.exception("could not register the model of %s", job.id)
-        return finish(platform, this, ("error", "internal", f"registering the model: {error}"))
+        return finish(platform, this, Error("internal", f"registering the model: {error}"))
     return finish(platform, this, outcome, model)

@@ -1,4 +1,5 @@
-"""The arq worker: takes training and eval attempts from Redis and runs them (`llmops worker`)."""
+"""The arq worker: takes attempts of every kind of job from Redis and runs them
+(`llmops worker`)."""
 
 from __future__ import annotations
 
@@ -10,63 +11,41 @@ import socket
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
+from arq.worker import Function, func
 
 from llmops_services.context import Platform
-from llmops_services.job_signals import Announcer
-from llmops_services.queue import (
-    EVAL_FUNCTION,
-    TRAINING_FUNCTION,
-    TRAINING_QUEUE,
-    advertise,
-    arq_job_id,
-    withdraw,
-)
+from llmops_services.jobs.adverts import advertise, withdraw
+from llmops_services.jobs.kinds import JobKind
+from llmops_services.jobs.queue import JOB_QUEUE, enqueue_attempt
+from llmops_services.jobs.signals import Announcer
 from llmops_services.runtime.logs import configure_logging
 from llmops_services.runtime.metrics import start_metrics_server
 from llmops_services.runtime.tracing import configure_tracing, shutdown_tracing
 from llmops_services.settings import Settings
 from llmops_workers import capabilities
-from llmops_workers.eval_runner import eval_attempt
 from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import job_process_context, run_attempt
+from llmops_workers.runners import RUNNERS
 
 log = logging.getLogger("llmops.worker")
 
 ADVERTISE_EVERY = 5.0
 
 
-async def run_training_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
-    """One attempt of a training job (the arq job carries only the id and attempt)."""
-    platform: Platform = ctx["platform"]
-    ended = await run_attempt(
-        platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"]
-    )
-    if ended == "retry":  # the next attempt now, rather than at the reconciler's next sweep
-        await ctx["redis"].enqueue_job(
-            TRAINING_FUNCTION,
-            job_id,
-            attempt + 1,
-            _job_id=arq_job_id(job_id, attempt + 1),
-            _queue_name=TRAINING_QUEUE,
-        )
-    return ended
+def job_function(kind: JobKind) -> Function:
+    """The arq function that runs attempts of `kind` (the arq job carries only the id and the
+    attempt); a retry is queued at once, rather than at the reconciler's next sweep."""
 
-
-async def run_eval_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
-    """One attempt of an eval run."""
-    platform: Platform = ctx["platform"]
-    ended = await run_attempt(
-        platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"], eval_attempt
-    )
-    if ended == "retry":
-        await ctx["redis"].enqueue_job(
-            EVAL_FUNCTION,
-            job_id,
-            attempt + 1,
-            _job_id=arq_job_id(job_id, attempt + 1),
-            _queue_name=TRAINING_QUEUE,
+    async def run_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+        platform: Platform = ctx["platform"]
+        ended = await run_attempt(
+            platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"], RUNNERS[kind]
         )
-    return ended
+        if ended == "retry":
+            await enqueue_attempt(ctx["redis"], job_id, attempt + 1, kind)
+        return ended
+
+    return func(run_job, name=kind.function)
 
 
 async def _advertise_forever(ctx: dict[str, Any]) -> None:
@@ -134,11 +113,11 @@ def worker_settings(settings: Settings, threads: int = 1) -> type:
     """
 
     class WorkerSettings:
-        functions: ClassVar[list[Any]] = [run_training_job, run_eval_job]
+        functions: ClassVar[list[Any]] = [job_function(kind) for kind in JobKind]
         on_startup = startup
         on_shutdown = shutdown
         redis_settings = RedisSettings.from_dsn(settings.redis_url)
-        queue_name = TRAINING_QUEUE
+        queue_name = JOB_QUEUE
         max_jobs = 1
         max_tries = 1
         job_timeout = 7 * 24 * 3600

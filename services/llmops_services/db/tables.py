@@ -147,6 +147,11 @@ class JobRow(Base):
     job's id to a worker; a job lost there is found here and queued again."""
 
     __tablename__ = "jobs"
+    # an idempotency key names one job of a kind: the same key may name an eval run and a
+    # training job, each its own
+    __table_args__ = (
+        UniqueConstraint("kind", "idempotency_key", name="uq_jobs_kind_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
@@ -172,7 +177,7 @@ class JobRow(Base):
     error_message: Mapped[str] = mapped_column(Text, default="")
     result_model_id: Mapped[str] = mapped_column(String(32), default="")
     report_uri: Mapped[str] = mapped_column(Text, default="")
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # a pause asked for while running: the worker checkpoints at its next step and lets go
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)

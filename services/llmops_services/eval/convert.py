@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.rpc import status_pb2
-
 from llmops.v1 import eval_service_pb2 as pb
 from llmops.v1 import jobs_pb2
 from llmops_services.db.tables import JobRow
 from llmops_services.eval.gates import Verdict
+from llmops_services.jobs import convert as job_convert
 from llmops_services.registry.convert import timestamp
 
 
@@ -85,9 +84,7 @@ def eval_run(row: JobRow, verdicts: list[Verdict] | None = None) -> pb.EvalRun:
         ],
         gate_passed=verdicts is not None and all(v.passed for v in judged),
         report_uri=row.report_uri,
-        error=status_pb2.Status(code=row.error_code, message=row.error_message)
-        if row.error_code
-        else None,
+        error=job_convert.error(row),
         create_time=timestamp(row.create_time),
         start_time=timestamp(row.start_time),
         end_time=timestamp(row.end_time),

@@ -12,22 +12,23 @@ from sqlalchemy.orm import Session
 from llmops.v1 import eval_service_pb2 as pb
 from llmops.v1 import eval_service_pb2_grpc as pb_grpc
 from llmops.v1 import jobs_pb2
-from llmops_services import job_api
 from llmops_services.context import Platform
 from llmops_services.db.tables import JobRow
 from llmops_services.eval import convert, gates, requests
-from llmops_services.queue import JobQueue
+from llmops_services.jobs import api, creation
+from llmops_services.jobs import convert as job_convert
+from llmops_services.jobs.kinds import JobKind
+from llmops_services.jobs.queue import JobQueue
+from llmops_services.jobs.store import get_job
 from llmops_services.registry import models
-from llmops_services.registry.names import new_id, require
+from llmops_services.registry.names import require
 from llmops_services.runtime.context import Context
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
-from llmops_services.training import jobs
 
 log = logging.getLogger("llmops.eval")
 
-KIND = "eval"
-_STATES = {value: name.removeprefix("JOB_STATE_") for name, value in jobs_pb2.JobState.items()}
+KIND = JobKind.EVAL
 
 
 def gates_file(platform: Platform) -> Path:
@@ -95,48 +96,28 @@ class EvalService(pb_grpc.EvalServiceServicer):
         if request.gate:  # a broken gates file is refused now, not after the run
             gates.load_gates(gates_file(self.platform))
 
-        def work(session: Session) -> tuple[pb.EvalRun, str, int, bool]:
-            if key:
-                earlier = session.scalars(
-                    select(JobRow).where(JobRow.idempotency_key == key, JobRow.kind == KIND)
-                ).first()
-                if earlier is not None:
-                    return self._message(session, earlier), earlier.id, earlier.attempt, False
+        def draft(session: Session) -> creation.Draft:
             checked = requests.check(session, request)
             row = JobRow(
-                id=new_id("eval"),
-                kind=KIND,
-                state="QUEUED",
                 model_id=checked.model.id,
                 dataset_id=checked.dataset.id,
                 template_id=checked.template_id,
                 template_version=checked.template_version,
                 hyperparameters=checked.settings,
                 resolved_hyperparameters=checked.settings,
-                attempt=1,
-                idempotency_key=key or None,
             )
-            session.add(row)
-            session.flush()
-            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", "run created"))
-            return convert.eval_run(row), row.id, row.attempt, True
+            return creation.Draft(row, "run created")
 
-        message, run_id, attempt, created = await self.db.run(work)
-        if created:
-            try:
-                await self.queue.enqueue(run_id, attempt, KIND)
-            except Exception:  # Redis down: the run is safe in the database
-                log.exception("could not queue %s; the reconciler will retry", run_id)
-        return message
+        return await creation.create_job(self.db, self.queue, KIND, key, draft, self._message)
 
     async def GetEvalRun(self, request: pb.GetEvalRunRequest, context: Context) -> pb.EvalRun:
         require("id", request.id)
-        return await self.db.run(lambda s: self._message(s, jobs.get_job(s, request.id, KIND)))
+        return await self.db.run(lambda s: self._message(s, get_job(s, request.id, KIND)))
 
     async def ListEvalRuns(
         self, request: pb.ListEvalRunsRequest, context: Context
     ) -> pb.ListEvalRunsResponse:
-        state = _STATES.get(request.state, "UNSPECIFIED")
+        state = job_convert.STATES.get(request.state, "UNSPECIFIED")
         page = page_of(request.page_size, request.page_token, request.model, state)
 
         def work(session: Session) -> list[pb.EvalRun]:
@@ -157,13 +138,13 @@ class EvalService(pb_grpc.EvalServiceServicer):
 
     async def CancelEvalRun(self, request: pb.CancelEvalRunRequest, context: Context) -> pb.EvalRun:
         require("id", request.id)
-        return await self.db.run(lambda s: convert.eval_run(job_api.cancel(s, request.id, KIND)))
+        return await self.db.run(lambda s: convert.eval_run(api.cancel(s, request.id, KIND)))
 
     async def ListEvalRunEvents(
         self, request: pb.ListEvalRunEventsRequest, context: Context
     ) -> pb.ListEvalRunEventsResponse:
         require("id", request.id)
-        events, token = await job_api.events_page(
+        events, token = await api.events_page(
             self.db, request.id, KIND, request.page_size, request.page_token
         )
         return pb.ListEvalRunEventsResponse(events=events, next_page_token=token)
@@ -173,7 +154,7 @@ class EvalService(pb_grpc.EvalServiceServicer):
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         require("id", request.id)
         poll = self.platform.settings.watch_poll_seconds
-        async for event in job_api.watch(
+        async for event in api.watch(
             self.db, request.id, KIND, request.after_sequence, poll, self.queue.signals
         ):
             yield event
@@ -185,8 +166,8 @@ class EvalService(pb_grpc.EvalServiceServicer):
         require("second", request.second)
 
         def work(session: Session) -> pb.CompareEvalRunsResponse:
-            first = jobs.get_job(session, request.first, KIND)
-            second = jobs.get_job(session, request.second, KIND)
+            first = get_job(session, request.first, KIND)
+            second = get_job(session, request.second, KIND)
             a, b = convert.measured(first), convert.measured(second)
             rows = [
                 pb.MetricComparison(

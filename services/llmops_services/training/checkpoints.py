@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from llmops_services.artifacts import ArtifactStore, safe_key
 from llmops_services.db.tables import CheckpointRow, DatasetRow, JobRow, ModelRow
 from llmops_services.errors import NotFound
+from llmops_services.jobs.store import checkpoints_of
 from llmops_services.registry import models
-from llmops_services.training import jobs
 
 # What a model directory may carry: weights as safetensors, JSON configs, tokenizer files.
 _KEPT_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
@@ -27,7 +27,7 @@ def find_checkpoint(session: Session, job: JobRow, step: int) -> CheckpointRow:
     """The job's checkpoint of `step`, or NOT_FOUND naming the steps there are."""
     row = session.get(CheckpointRow, (job.id, step))
     if row is None:
-        steps = [c.step for c in jobs.checkpoints_of(session, job.id)]
+        steps = [c.step for c in checkpoints_of(session, job.id)]
         there = ", ".join(map(str, steps)) if steps else "none yet"
         raise NotFound(
             f"job {job.id} has no checkpoint at step {step} (checkpoints: {there})",

@@ -1,13 +1,13 @@
-"""Job rows to contract messages."""
+"""Training job rows to contract messages (events and checkpoints: `jobs.convert`)."""
 
 from __future__ import annotations
 
 from google.protobuf import json_format
-from google.rpc import status_pb2
 
 from llmops.v1 import jobs_pb2
 from llmops.v1 import training_service_pb2 as pb
-from llmops_services.db.tables import CheckpointRow, JobEventRow, JobRow
+from llmops_services.db.tables import JobRow
+from llmops_services.jobs import convert as job_convert
 from llmops_services.registry.convert import timestamp
 from llmops_services.training.requests import METHODS
 
@@ -39,37 +39,10 @@ def training_job(row: JobRow) -> pb.TrainingJob:
             step=row.step, total_steps=total, fraction=min(row.step / total, 1.0) if total else 0.0
         ),
         metrics={str(k): float(v) for k, v in row.metrics.items()},
-        error=status_pb2.Status(code=row.error_code, message=row.error_message)
-        if row.error_code
-        else None,
+        error=job_convert.error(row),
         result_model=row.result_model_id,
         create_time=timestamp(row.create_time),
         start_time=timestamp(row.start_time),
         end_time=timestamp(row.end_time),
         idempotency_key=row.idempotency_key or "",
-    )
-
-
-def job_event(row: JobEventRow) -> jobs_pb2.JobEvent:
-    """The message of one event."""
-    return jobs_pb2.JobEvent(
-        sequence=row.sequence,
-        create_time=timestamp(row.create_time),
-        type=jobs_pb2.JobEventType.Value(f"JOB_EVENT_TYPE_{row.type}"),
-        state=jobs_pb2.JobState.Value(f"JOB_STATE_{row.state or 'UNSPECIFIED'}"),
-        message=row.message,
-        step=row.step,
-        metrics={str(k): float(v) for k, v in row.metrics.items()},
-        attempt=row.attempt,
-    )
-
-
-def checkpoint(row: CheckpointRow) -> jobs_pb2.Checkpoint:
-    """The message of a checkpoint."""
-    return jobs_pb2.Checkpoint(
-        step=row.step,
-        create_time=timestamp(row.create_time),
-        metrics={str(k): float(v) for k, v in row.metrics.items()},
-        uri=row.uri,
-        registered_model=row.registered_model_id,
     )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from llmops_services.db.database import Database
 from llmops_services.db.tables import JobRow, utcnow
+from llmops_services.jobs.kinds import JobKind
 
 METHODS = ("sft", "qlora", "dpo", "distill")
 STATES = ("QUEUED", "RUNNING", "CANCELLING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELLED")
@@ -30,12 +31,12 @@ class TrainingJobsCollector(Collector):
     def _read(self, session: Session) -> tuple[dict[tuple[str, str], int], float]:
         counts = session.execute(
             select(JobRow.method, JobRow.state, func.count())
-            .where(JobRow.kind == "training")
+            .where(JobRow.kind == JobKind.TRAINING)
             .group_by(JobRow.method, JobRow.state)
         ).all()
         oldest = session.scalar(
             select(func.min(JobRow.update_time)).where(
-                JobRow.kind == "training", JobRow.state == "QUEUED"
+                JobRow.kind == JobKind.TRAINING, JobRow.state == "QUEUED"
             )
         )
         age = 0.0

@@ -15,29 +15,32 @@ from llmops.v1 import jobs_pb2
 from llmops.v1 import registry_service_pb2 as registry_pb
 from llmops.v1 import training_service_pb2 as pb
 from llmops.v1 import training_service_pb2_grpc as pb_grpc
-from llmops_services import job_api
 from llmops_services.context import Platform
-from llmops_services.db.tables import JobRow, ModelRow, utcnow
+from llmops_services.db.tables import JobRow, ModelRow
 from llmops_services.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     PreconditionViolation,
 )
-from llmops_services.queue import JobQueue
+from llmops_services.jobs import api, creation, states
+from llmops_services.jobs import convert as job_convert
+from llmops_services.jobs.kinds import JobKind
+from llmops_services.jobs.queue import JobQueue
+from llmops_services.jobs.store import checkpoints_of, get_job
 from llmops_services.registry import convert as registry_convert
 from llmops_services.registry import models
-from llmops_services.registry.names import check_name, new_id, require
+from llmops_services.registry.names import check_name, require
 from llmops_services.runtime.context import Context, trace_id_var
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
-from llmops_services.training import checkpoints, convert, jobs, requests
+from llmops_services.training import checkpoints, convert, requests
 
 log = logging.getLogger("llmops.training")
 
 INSTALL_4BIT = "install bitsandbytes>=0.48 on the workers (pip install 'bitsandbytes>=0.48')"
 
-_STATES = {value: name.removeprefix("JOB_STATE_") for name, value in jobs_pb2.JobState.items()}
+KIND = JobKind.TRAINING
 
 
 class TrainingService(pb_grpc.TrainingServiceServicer):
@@ -55,18 +58,9 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         if request.method == pb.TRAINING_METHOD_QLORA:
             await self._check_four_bit(key)
 
-        def work(session: Session) -> tuple[JobRow, bool]:
-            if key:
-                earlier = session.scalars(
-                    select(JobRow).where(JobRow.idempotency_key == key)
-                ).first()
-                if earlier is not None:
-                    return earlier, False
+        def draft(session: Session) -> creation.Draft:
             checked = requests.check(session, request)
             row = JobRow(
-                id=new_id("ftjob"),
-                kind="training",
-                state="QUEUED",
                 method=checked.method,
                 model_id=checked.base_model.id,
                 dataset_id=checked.dataset.id,
@@ -82,22 +76,16 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
                 resolved_hyperparameters=json_format.MessageToDict(
                     checked.resolved, preserving_proto_field_name=True
                 ),
-                attempt=1,
-                idempotency_key=key or None,
                 traceparent=_traceparent(context),
             )
-            session.add(row)
-            session.flush()
             created = "job created"
             if checked.auto_notes:
                 created += "; auto values: " + ", ".join(checked.auto_notes)
-            jobs.append_event(session, row, jobs.Event("STATE_CHANGED", "QUEUED", created))
-            return row, True
+            return creation.Draft(row, created)
 
-        row, created = await self.db.run(work)
-        if created:
-            await self._enqueue(row.id, row.attempt)
-        return convert.training_job(row)
+        return await creation.create_job(
+            self.db, self.queue, KIND, key, draft, lambda _, row: convert.training_job(row)
+        )
 
     async def _check_four_bit(self, key: str) -> None:
         """Refuses QLoRA when workers run and none can load 4-bit weights.
@@ -105,12 +93,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         With no live worker the job is queued: the first worker to start takes it, and fails it
         with the same advice if it cannot load bitsandbytes either.
         """
-        if key:
-            earlier = await self.db.run(
-                lambda s: s.scalars(select(JobRow.id).where(JobRow.idempotency_key == key)).first()
-            )
-            if earlier is not None:
-                return
+        if await creation.exists(self.db, KIND, key):
+            return
         try:
             workers = await self.queue.workers()
         except Exception:  # Redis down: the job is safe in the database; the worker decides
@@ -132,27 +116,21 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
             ],
         )
 
-    async def _enqueue(self, job_id: str, attempt: int) -> None:
-        try:
-            await self.queue.enqueue(job_id, attempt)
-        except Exception:  # Redis down: the job is safe in the database and the reconciler
-            log.exception("could not queue %s; the reconciler will retry", job_id)
-
     async def GetTrainingJob(
         self, request: pb.GetTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
         require("id", request.id)
-        return convert.training_job(await self.db.run(lambda s: jobs.get_job(s, request.id)))
+        return convert.training_job(await self.db.run(lambda s: get_job(s, request.id, KIND)))
 
     async def ListTrainingJobs(
         self, request: pb.ListTrainingJobsRequest, context: Context
     ) -> pb.ListTrainingJobsResponse:
-        state = _STATES.get(request.state, "UNSPECIFIED")
+        state = job_convert.STATES.get(request.state, "UNSPECIFIED")
         method = requests.METHOD_NAMES.get(request.method, "")
         page = page_of(request.page_size, request.page_token, state, method)
 
         def work(session: Session) -> list[JobRow]:
-            query = select(JobRow).where(JobRow.kind == "training")
+            query = select(JobRow).where(JobRow.kind == KIND)
             if state != "UNSPECIFIED":
                 query = query.where(JobRow.state == state)
             if method:
@@ -170,15 +148,15 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         self, request: pb.CancelTrainingJobRequest, context: Context
     ) -> pb.TrainingJob:
         require("id", request.id)
-        row = await self.db.run(lambda s: job_api.cancel(s, request.id, "training"))
+        row = await self.db.run(lambda s: api.cancel(s, request.id, KIND))
         return convert.training_job(row)
 
     async def ListTrainingJobEvents(
         self, request: pb.ListTrainingJobEventsRequest, context: Context
     ) -> pb.ListTrainingJobEventsResponse:
         require("id", request.id)
-        events, token = await job_api.events_page(
-            self.db, request.id, "training", request.page_size, request.page_token
+        events, token = await api.events_page(
+            self.db, request.id, KIND, request.page_size, request.page_token
         )
         return pb.ListTrainingJobEventsResponse(events=events, next_page_token=token)
 
@@ -187,8 +165,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         require("id", request.id)
         poll = self.platform.settings.watch_poll_seconds
-        async for event in job_api.watch(
-            self.db, request.id, "training", request.after_sequence, poll, self.queue.signals
+        async for event in api.watch(
+            self.db, request.id, KIND, request.after_sequence, poll, self.queue.signals
         ):
             yield event
 
@@ -198,8 +176,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
 
         def work(session: Session) -> list[jobs_pb2.Checkpoint]:
-            jobs.get_job(session, request.id)
-            return [convert.checkpoint(c) for c in jobs.checkpoints_of(session, request.id)]
+            get_job(session, request.id, KIND)
+            return [job_convert.checkpoint(c) for c in checkpoints_of(session, request.id)]
 
         return pb.ListTrainingJobCheckpointsResponse(checkpoints=await self.db.run(work))
 
@@ -209,8 +187,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
 
         def work(session: Session) -> JobRow:
-            row = jobs.get_job(session, request.id)
-            jobs.pause(session, row)
+            row = get_job(session, request.id, KIND)
+            states.pause(session, row)
             return row
 
         return convert.training_job(await self.db.run(work))
@@ -221,12 +199,12 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
 
         def work(session: Session) -> tuple[JobRow, bool]:
-            row = jobs.get_job(session, request.id)
-            return row, jobs.resume(session, row)
+            row = get_job(session, request.id, KIND)
+            return row, states.resume(session, row)
 
         row, queued = await self.db.run(work)
         if queued:
-            await self._enqueue(row.id, row.attempt)
+            await self.queue.enqueue_or_defer(row.id, row.attempt, KIND)
         return convert.training_job(row)
 
     async def RegisterCheckpoint(
@@ -247,7 +225,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
 
         def earlier(session: Session) -> tuple[registry_pb.Model | None, str]:
             """The model registered from the checkpoint before, or where its files are."""
-            job = jobs.get_job(session, request.id)
+            job = get_job(session, request.id, KIND)
             checkpoint = checkpoints.find_checkpoint(session, job, request.step)
             done = checkpoint.registered_model_id
             row = session.get(ModelRow, done) if done else None
@@ -260,7 +238,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         await asyncio.to_thread(checkpoints.copy_model_files, store.local_path(source), store, key)
 
         def work(session: Session) -> registry_pb.Model:
-            job = jobs.get_job(session, request.id)
+            job = get_job(session, request.id, KIND)
             row = checkpoints.register(session, store, job, request.step, request.output_name)
             return model_of(session, row)
 
@@ -278,57 +256,6 @@ def _traceparent(context: Context) -> str:
         if key == "traceparent":
             return str(value)[:64]
     return f"00-{trace_id_var.get()}-{'0' * 15}1-01" if trace_id_var.get() else ""
-
-
-class Reconciler:
-    """Finds work Redis lost and workers that died, and queues it again (the design's sweeper)."""
-
-    def __init__(self, platform: Platform, queue: JobQueue) -> None:
-        self.platform = platform
-        self.queue = queue
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Runs `sweep` every `reconcile_seconds` until stopped."""
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        """Stops the loop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("reconciler sweep failed")
-            await asyncio.sleep(self.platform.settings.reconcile_seconds)
-
-    async def sweep(self) -> None:
-        """Retries expired attempts, and queues QUEUED attempts that Redis does not know."""
-        settings = self.platform.settings
-
-        def expire(session: Session) -> None:
-            for row in jobs.expired(session, utcnow()):
-                if jobs.retries_used(row) >= settings.job_max_attempts:
-                    row.error_code, row.error_message = 14, "worker lost; no attempts left"
-                    jobs.move(session, row, "FAILED", f"worker lost after {row.attempt} attempts")
-                else:
-                    jobs.requeue(session, row, f"attempt {row.attempt} lost its worker")
-
-        await self.platform.db.run(expire)
-        queued = await self.platform.db.run(_queued_attempts)
-        for job_id, attempt, kind in queued:
-            if not await self.queue.knows(job_id, attempt):
-                log.info("queueing %s attempt %s again", job_id, attempt)
-                await self.queue.enqueue(job_id, attempt, kind)
-
-
-def _queued_attempts(session: Session) -> list[tuple[str, int, str]]:
-    query = select(JobRow.id, JobRow.attempt, JobRow.kind).where(JobRow.state == "QUEUED")
-    return [(job_id, attempt, kind) for job_id, attempt, kind in session.execute(query).all()]
 
 
 def binding(platform: Platform, queue: JobQueue) -> ServiceBinding:

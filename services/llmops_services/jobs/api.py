@@ -1,7 +1,6 @@
-"""What every job service (training, eval) answers the same way: events, watch and cancel.
-
-A job's kind scopes every lookup, so an eval run's id is NOT_FOUND to the training service.
-"""
+"""What every job service (training, eval, later kinds) answers the same way: get, cancel,
+events, watch. Each call is scoped by the kind, so one kind's ids are NOT_FOUND to another's
+service."""
 
 from __future__ import annotations
 
@@ -13,39 +12,31 @@ from functools import partial
 from sqlalchemy.orm import Session
 
 from llmops.v1 import jobs_pb2
-from llmops_services import job_signals
 from llmops_services.db.database import Database
 from llmops_services.db.tables import JobRow
-from llmops_services.errors import FailedPrecondition, PreconditionViolation
+from llmops_services.jobs import convert, signals, states
+from llmops_services.jobs.events import events_after
+from llmops_services.jobs.kinds import JobKind
+from llmops_services.jobs.store import get_job
 from llmops_services.runtime.pagination import page_of
-from llmops_services.training import convert, jobs
 
 
-def cancel(session: Session, job_id: str, kind: str) -> JobRow:
+def cancel(session: Session, job_id: str, kind: JobKind) -> JobRow:
     """Cancels a job: at once when it is not running, at its next step when it is."""
-    row = jobs.get_job(session, job_id, kind)
-    if row.state in jobs.TERMINAL:
-        raise FailedPrecondition(
-            f"job {row.id} already ended ({row.state})",
-            violations=[PreconditionViolation("STATE", f"jobs/{row.id}", f"job is {row.state}")],
-        )
-    if row.state in ("QUEUED", "PAUSED"):
-        jobs.move(session, row, "CANCELLED", "cancelled before it ran")
-    elif row.state == "RUNNING":
-        row.cancel_requested = True
-        jobs.move(session, row, "CANCELLING", "cancel requested; stops at its next step")
+    row = get_job(session, job_id, kind)
+    states.cancel(session, row)
     return row
 
 
 async def events_page(
-    db: Database, job_id: str, kind: str, page_size: int, page_token: str
+    db: Database, job_id: str, kind: JobKind, page_size: int, page_token: str
 ) -> tuple[list[jobs_pb2.JobEvent], str]:
     """One page of a job's events, oldest first, and the next page's token."""
     page = page_of(page_size, page_token, job_id, default=100)
 
     def work(session: Session) -> list[jobs_pb2.JobEvent]:
-        jobs.get_job(session, job_id, kind)
-        rows = jobs.events_after(session, job_id, page.offset, page.limit + 1)
+        get_job(session, job_id, kind)
+        rows = events_after(session, job_id, page.offset, page.limit + 1)
         return [convert.job_event(r) for r in rows]
 
     events = await db.run(work)
@@ -53,21 +44,21 @@ async def events_page(
 
 
 def _events_and_end(
-    session: Session, job_id: str, kind: str, after: int
+    session: Session, job_id: str, kind: JobKind, after: int
 ) -> tuple[list[jobs_pb2.JobEvent], bool]:
     """The events after `after`, and whether the job has ended."""
-    row = jobs.get_job(session, job_id, kind)
-    events = [convert.job_event(e) for e in jobs.events_after(session, row.id, after, 500)]
-    return events, row.state in jobs.TERMINAL
+    row = get_job(session, job_id, kind)
+    events = [convert.job_event(e) for e in events_after(session, row.id, after, 500)]
+    return events, row.state in states.TERMINAL
 
 
 async def watch(
     db: Database,
     job_id: str,
-    kind: str,
+    kind: JobKind,
     after: int,
     poll_seconds: float,
-    listener: job_signals.Listener | None = None,
+    listener: signals.Listener | None = None,
 ) -> AsyncIterator[jobs_pb2.JobEvent]:
     """The events after `after`, then new ones as they come, until the job has ended.
 
@@ -86,7 +77,7 @@ async def watch(
             if ended and not events:
                 return
             if not events:
-                await job_signals.wait(announced, poll_seconds)
+                await signals.wait(announced, poll_seconds)
 
 
 @contextlib.asynccontextmanager
