@@ -181,6 +181,24 @@ def test_serve_process_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert any(entry.get("msg") == "grpc server stopped" for entry in lines)
 
 
+def _child_commands(pid: int) -> list[list[bytes]]:
+    """The command lines of the processes whose parent is `pid`.
+
+    Read from every process's `stat` rather than `/proc/<pid>/task/<pid>/children`, which the
+    kernel documents as reliable only while the children are stopped (a loaded machine showed
+    it missing a running worker).
+    """
+    commands = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                commands.append((stat.parent / "cmdline").read_bytes().split(b"\0"))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return commands
+
+
 def test_up_starts_the_stack_and_a_worker_with_the_threads_asked_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
@@ -197,9 +215,7 @@ def test_up_starts_the_stack_and_a_worker_with_the_threads_asked_and_stops_on_si
             lines = [process.stdout.readline() for _ in range(3)]
             assert lines[0].startswith("gRPC") and lines[1].startswith("redis"), lines
             assert lines[2] == "workers  1 (2 torch threads per job)\n", lines
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
-            commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children.split()]
-            (worker,) = [c.split(b"\0") for c in commands if b"worker" in c.split(b"\0")]
+            (worker,) = [c for c in _child_commands(process.pid) if b"worker" in c]
             assert worker[worker.index(b"--threads") + 1] == b"2"
             with llmops.Client(lines[0].split()[1], timeout=10) as client:
                 assert client.templates.get("extraction").template_id == "extraction"
