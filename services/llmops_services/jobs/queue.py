@@ -3,6 +3,7 @@ database stays the truth, and the reconciler queues again what Redis loses."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,15 +43,21 @@ class JobQueue:
         self.redis_url = redis_url
         self.queue_name = queue_name
         self._pool: ArqRedis | None = None
+        self._opening = asyncio.Lock()
         self.signals = Listener(redis_url)
         """Wakes job watchers when a job's events are announced on the same Redis."""
 
     async def pool(self) -> ArqRedis:
-        """The connection pool, opened on first use."""
-        if self._pool is None:
-            self._pool = await create_pool(
-                RedisSettings.from_dsn(self.redis_url), default_queue_name=self.queue_name
-            )
+        """The connection pool, opened on first use.
+
+        Opened under a lock: two first uses at once (the reconciler's first pass and a create)
+        would otherwise each open a pool, and the one overwritten would leak its connection.
+        """
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await create_pool(
+                    RedisSettings.from_dsn(self.redis_url), default_queue_name=self.queue_name
+                )
         return self._pool
 
     async def enqueue(self, job_id: str, attempt: int, kind: JobKind) -> bool:
