@@ -100,6 +100,41 @@ class Settings(BaseSettings):
         description="Aliases that only a model with a passing gated eval run may take.",
     )
 
+    inference_default_model: str = Field(
+        "llmops-tiny",
+        description="The model name served when a request names none: its `production` alias "
+        "when it has one, else its newest version.",
+    )
+    inference_device: str = Field(
+        "auto", description="Where served models run: auto (the GPU when there is one), cpu, cuda."
+    )
+    inference_threads: int = Field(
+        1, ge=1, description="Torch threads of the inference engine (set when a model first loads)."
+    )
+    inference_max_batch_size: int = Field(
+        32, ge=1, description="Most requests decoded together in one step, per base model."
+    )
+    inference_max_queued: int = Field(
+        64,
+        ge=1,
+        description="Most generation requests accepted and not finished (running or waiting); "
+        "one more is refused with RESOURCE_EXHAUSTED and a retry hint.",
+    )
+    inference_retry_after_seconds: float = Field(
+        1.0, gt=0, description="The retry hint (google.rpc.RetryInfo) of a refused request."
+    )
+    inference_max_new_tokens: int = Field(
+        2048, ge=1, description="The largest max_new_tokens a request may ask for."
+    )
+    inference_max_adapters: int = Field(
+        8, ge=1, description="Most adapters attached to one base model at once (LRU evicted)."
+    )
+    inference_max_adapter_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Most adapter weight bytes attached to one base model at once (LRU evicted).",
+    )
+
     @cached_property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data dir."""
