@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,7 +106,7 @@ class Settings(BaseSettings):
         description="The model name served when a request names none: its `production` alias "
         "when it has one, else its newest version.",
     )
-    inference_device: str = Field(
+    inference_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where served models run: auto (the GPU when there is one), cpu, cuda."
     )
     inference_threads: int = Field(

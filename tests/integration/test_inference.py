@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -103,12 +104,15 @@ async def serve(
     """Starts a server with the given settings, the tiny base registered as `tiny` and the two
     adapters as `helper` versions 1 and 2."""
     running: list[ServerThread] = []
+    internal_before: list[float] = []  # the metrics are the process's: count from here
     channels: list[grpc.aio.Channel] = []
 
     async def start(**overrides: Any) -> Stack:
-        settings = make_settings(data_dir, inference_threads=1, **overrides)
+        # On the CPU in float32, where the references are computed (a GPU runs bfloat16).
+        settings = make_settings(data_dir, inference_threads=1, inference_device="cpu", **overrides)
         server = ServerThread(settings).start()
         running.append(server)
+        internal_before.append(_internal_errors(server.metrics_url))
         channel = grpc.aio.insecure_channel(server.address)
         channels.append(channel)
         registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
@@ -130,8 +134,21 @@ async def serve(
     yield start
     for channel in channels:
         await channel.close(None)
-    for server in running:
-        server.stop()
+    for server, before in zip(running, internal_before, strict=True):
+        try:
+            assert _internal_errors(server.metrics_url) == before, "a call answered INTERNAL"
+        finally:
+            server.stop()
+
+
+def _internal_errors(metrics_url: str) -> float:
+    """How many calls the server answered with INTERNAL (a bug), from its Prometheus metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{") and 'grpc_code="INTERNAL"' in line
+    )
 
 
 @pytest.fixture
@@ -319,7 +336,7 @@ async def expect_timeout(call: Any) -> None:
 
 
 async def test_an_evicted_adapter_reloads_with_the_same_answer(
-    serve: Callable[..., Any],
+    serve: Callable[..., Any], reference: Callable[[Path | None, str, int], str]
 ) -> None:
     stack: Stack = await serve(inference_max_adapters=1)
     first, second = stack.adapter_ids
@@ -333,6 +350,19 @@ async def test_an_evicted_adapter_reloads_with_the_same_answer(
     [state] = inference.engine.describe()
     assert [a.adapter_id for a in state.adapters] == [first]
     assert (await stack.inference.Generate(request(second))).text == other
+    base = await stack.inference.Generate(request("tiny"))
+    assert base.text == reference(None, PROMPT, TOKENS)  # attaching and evicting left it alone
+
+
+async def test_a_seeded_sample_repeats_and_differs_from_greedy(stack: Stack) -> None:
+    adapter = stack.adapter_ids[0]
+    sampled = [
+        (await stack.inference.Generate(request(adapter, temperature=1.5, seed=7))).text
+        for _ in range(2)
+    ]
+    greedy = (await stack.inference.Generate(request(adapter))).text
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != greedy
 
 
 @pytest.mark.parametrize(

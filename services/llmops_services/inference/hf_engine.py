@@ -109,7 +109,7 @@ class LoadedBase:
         from llmops_ml import loading, placement
         from llmops_ml.batching import BatchEngine
 
-        where = placement.choose(settings.inference_device)  # type: ignore[arg-type]
+        where = placement.choose(settings.inference_device)
         tokenizer = loading.load_tokenizer(files.base_dir, padding_side="left")
         model = loading.load_model(files.base_dir, where)
         model.eval()
