@@ -21,7 +21,11 @@ from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
 from llmops.v1 import registry_service_pb2 as pb
 from tests.conftest import ServerThread, make_settings
-from tests.integration.helpers import base_model, expect_error
+from tests.integration.helpers import (
+    base_model,
+    expect_error,
+    make_base_model_dir,
+)
 from tests.tiny_models import TinyModels
 
 if TYPE_CHECKING:
@@ -420,3 +424,15 @@ async def test_an_unknown_model_is_not_found_and_a_dataset_is_the_wrong_kind(
     assert "dataset" in wrong.message
     # No default model registered: llmops-tiny is not there.
     await expect_error(stack.inference.Generate(request("")), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_a_model_whose_files_do_not_load_fails_its_precondition(
+    stack: Stack, tmp_path: Path
+) -> None:
+    broken = await stack.registry.CreateModel(base_model("broken", make_base_model_dir(tmp_path)))
+    refused = await expect_error(
+        stack.inference.Generate(request(broken.id)), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert refused.subjects == [f"models/{broken.id}"]
+    served = await stack.inference.Generate(request(stack.adapter_ids[0]))  # still serving
+    assert served.text

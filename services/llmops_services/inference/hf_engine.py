@@ -278,7 +278,7 @@ class LoadedBase:
         try:
             with _quiet_peft():
                 self.model.load_adapter(str(files.adapter_dir), adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # PEFT raises many kinds on files that do not fit the base
             raise FailedPrecondition(
                 f"adapter {name} could not be loaded on {self.base_id}: {exc}",
                 violations=[
@@ -302,6 +302,20 @@ class LoadedBase:
         )
 
 
+def _load_base(files: ModelFiles, settings: Settings) -> LoadedBase:
+    """Loads a base; files that transformers cannot load are the model's fault, not a bug."""
+    try:
+        return LoadedBase(files, settings)
+    except Exception as exc:  # transformers and tokenizers raise many kinds on bad files
+        log.warning("could not load %s from %s: %r", files.base_id, files.base_dir, exc)
+        raise FailedPrecondition(
+            f"model {files.base_id} could not be loaded from its files: {exc}",
+            violations=[
+                PreconditionViolation("MODEL_FILES", f"models/{files.base_id}", "not loadable")
+            ],
+        ) from exc
+
+
 class HFEngine:
     """The `Engine` over transformers + PEFT, in this process."""
 
@@ -322,7 +336,7 @@ class HFEngine:
             base = self._bases.get(files.base_id)
             if base is None:
                 self._set_threads()
-                base = await asyncio.to_thread(LoadedBase, files, self._settings)
+                base = await asyncio.to_thread(_load_base, files, self._settings)
                 self._bases[files.base_id] = base
         return base
 
