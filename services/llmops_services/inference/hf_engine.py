@@ -16,8 +16,9 @@
 Why the base is wrapped with an idle adapter at load: `BatchEngine` is built once over the model
 it decodes, and attaching the first adapter with `PeftModel.from_pretrained` would replace that
 model with a new wrapper while requests run on the old one. The idle adapter is a rank-1 LoRA
-with zero B (PEFT's default init) on one linear layer: its output is exactly zero, and it stays
-the active adapter, so base rows get exactly the base's logits.
+with zero B (PEFT's default init) on one linear layer: its output is exactly zero, and base rows
+never use it (the batch engine disables adapters or passes `__base__` for them). It is also what
+the active adapter is set back to before the active one is evicted.
 """
 
 from __future__ import annotations
@@ -270,6 +271,8 @@ class LoadedBase:
                     f"every adapter attached to {self.base_id} is in use by a running request",
                     retry_after=self._settings.inference_retry_after_seconds,
                 )
+            if self.model.active_adapter == victim:  # the batch engine sets it per batch
+                self.model.set_adapter(IDLE_ADAPTER)
             self.model.delete_adapter(victim)
             del self._adapters[victim]
             log.info("evicted adapter %s from %s", victim, self.base_id)
