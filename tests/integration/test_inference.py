@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 import pytest
 
+import llmops
 from llmops.templates import render
 from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
@@ -307,7 +308,12 @@ async def test_a_full_engine_answers_resource_exhausted_with_a_retry_hint(
     refused = await expect_error(
         stack.inference.Generate(request("tiny")), grpc.StatusCode.RESOURCE_EXHAUSTED
     )
-    assert refused.retry_info is not None and refused.retry_info.retry_delay.ToNanoseconds() > 0
+    assert refused.retry_info is not None
+    assert refused.retry_info.retry_delay.ToNanoseconds() == 1_000_000_000  # the default, 1 s
+    async with llmops.AsyncClient(stack.server.address, timeout=10) as client:
+        with pytest.raises(llmops.ResourceExhausted) as caught:
+            await client.inference.generate("tiny", PROMPT)
+    assert caught.value.retry_delay == 1.0
     long.cancel()
     await _wait_served(stack, "tiny")
 
