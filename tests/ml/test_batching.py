@@ -388,3 +388,67 @@ def test_a_plain_model_serves_the_base(served: Served, tiny_models: TinyModels) 
         assert ids(out[str(i)]) == alone(served, prompt, None)
     with pytest.raises(UnknownAdapterError):
         engine.add(Request("x", served.prompts[0], GREEDY, "a"))
+
+
+def test_the_prefill_budget_spreads_admission_over_steps(served: Served) -> None:
+    budget = max(len(p) for p in served.prompts)
+    engine = BatchEngine(
+        served.model,
+        served.eos_ids,
+        served.tokenizer.pad_token_id,
+        max_prefill_tokens=budget,
+    )
+    for i, prompt in enumerate(served.prompts):
+        engine.add(Request(str(i), prompt, GREEDY, ADAPTERS[i % 3]))
+    out: dict[str, list[Token]] = {}
+    admitted = []
+    while engine.has_work():
+        before = engine.waiting
+        for token in engine.step():
+            out.setdefault(token.request_id, []).append(token)
+        admitted.append(before - engine.waiting)
+    assert max(admitted) < len(served.prompts) and sum(admitted) == len(served.prompts)
+    for i, prompt in enumerate(served.prompts):
+        assert ids(out[str(i)]) == alone(served, prompt, ADAPTERS[i % 3])
+
+
+def _delete_adapter(model: Any, name: str) -> None:
+    with warnings.catch_warnings():  # PEFT warns when the active adapter goes
+        warnings.filterwarnings("ignore", f"Adapter {name} was active", UserWarning)
+        model.delete_adapter(name)
+
+
+def test_calls_between_steps_change_the_model_safely(
+    served: Served, adapter_dir: Path, tmp_path: Path
+) -> None:
+    engine = served.engine()
+    engine.add(Request("base", served.prompts[0], GREEDY))
+    engine.add(Request("b", served.prompts[1], GREEDY, "b"))
+    third = _random_adapter(Path(served.model.get_base_model().name_or_path), tmp_path / "c", 3)
+    loaded = engine.call_between_steps(lambda model: model.load_adapter(str(third), "c"))
+    failed = engine.call_between_steps(lambda model: 1 // 0)
+    out: dict[str, list[Token]] = {}
+
+    def collect(tokens: list[Token]) -> None:
+        for token in tokens:
+            out.setdefault(token.request_id, []).append(token)
+
+    collect(engine.step())
+    loaded.result(timeout=0)
+    assert isinstance(failed.exception(timeout=0), ZeroDivisionError)
+    try:
+        engine.add(Request("c", served.prompts[2], GREEDY, "c"))
+        assert engine.adapters_in_flight() == {"b", "c"}
+        collect(engine.step())
+        collect(engine.step())
+        deleted = engine.call_between_steps(lambda model: _delete_adapter(model, "c"))
+        collect(engine.step())
+        deleted.result(timeout=0)
+    finally:
+        if "c" in served.model.peft_config:
+            _delete_adapter(served.model, "c")
+    assert out["c"][-1] == Token("c", None, "cancelled") and len(out["c"]) == 3
+    for tokens in run(engine).values():
+        collect(tokens)
+    assert ids(out["base"]) == alone(served, served.prompts[0], None)
+    assert ids(out["b"]) == alone(served, served.prompts[1], "b")
