@@ -41,6 +41,7 @@ __all__ = [
     "FinishReason",
     "Request",
     "Sampling",
+    "StepError",
     "Token",
     "UnknownAdapterError",
 ]
@@ -76,6 +77,16 @@ class Token:
 
 class UnknownAdapterError(LookupError):
     """A request names an adapter that is not loaded on the engine's model."""
+
+
+class StepError(RuntimeError):
+    """A step's forward failed (device out of memory, a broken model); the requests it was
+    serving (`request_ids`) are dropped and get no further Token. Waiting requests stay queued,
+    and the engine can go on stepping."""
+
+    def __init__(self, request_ids: Sequence[str]) -> None:
+        super().__init__(f"a batch step failed; dropped requests {sorted(request_ids)}")
+        self.request_ids = tuple(request_ids)
 
 
 @dataclass
@@ -201,6 +212,7 @@ class BatchEngine:
         self._peft = _is_peft(model)
         base = model.get_base_model() if self._peft else model
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._vocab_size: int = model.get_input_embeddings().num_embeddings
         self._lock = threading.Lock()
         self._waiting: deque[Request] = deque()
         self._cancelled: set[str] = set()
@@ -213,11 +225,15 @@ class BatchEngine:
     def add(self, request: Request) -> None:
         """Queues `request`; it joins the running batch at a following step.
 
-        Raises ValueError for an empty prompt or an id already in flight, and
-        UnknownAdapterError for an adapter the model does not have.
+        Raises ValueError for an empty prompt, a token id outside the vocabulary or an id
+        already in flight, and UnknownAdapterError for an adapter the model does not have.
         """
         if not request.prompt_ids:
             raise ValueError(f"request {request.id!r} has an empty prompt")
+        if not all(0 <= token < self._vocab_size for token in request.prompt_ids):
+            raise ValueError(
+                f"request {request.id!r} has token ids outside [0, {self._vocab_size})"
+            )
         if request.adapter is not None and request.adapter not in self.adapter_names():
             raise UnknownAdapterError(f"adapter {request.adapter!r} is not loaded")
         with self._lock:
@@ -277,7 +293,8 @@ class BatchEngine:
         """One scheduling step: retire cancelled rows, decode one token for every running row,
         admit and prefill waiting requests up to `max_batch_size`, retire finished rows.
 
-        Returns the new tokens (each row's, then a Token per cancelled request).
+        Returns the new tokens (each row's, then a Token per cancelled request). Raises
+        StepError when a forward fails.
         """
         self._run_calls()
         with self._lock:
@@ -297,13 +314,23 @@ class BatchEngine:
             ]
             keep = [i for i, r in enumerate(rows) if r.request.id not in cancelled]
             self._batch = self._batch.select(keep)
-        with torch.inference_mode():
-            if self._batch is not None:
-                self._choose(self._batch.rows, self._decode(self._batch))
-            admitted = self._admit()
-            if admitted:
-                group = self._prefill(admitted)
-                self._batch = group if self._batch is None else self._batch.extend(group)
+        admitted: list[Request] = []
+        try:
+            with torch.inference_mode():
+                if self._batch is not None:
+                    self._choose(self._batch.rows, self._decode(self._batch))
+                admitted = self._admit()
+                if admitted:
+                    group = self._prefill(admitted)
+                    self._batch = group if self._batch is None else self._batch.extend(group)
+        except Exception as error:  # the cache may be half-updated: drop the batch
+            failed = [r.request.id for r in self._batch.rows] if self._batch else []
+            failed += [r.id for r in admitted]
+            self._batch = None
+            with self._lock:
+                for request_id in failed:
+                    self._in_flight.pop(request_id, None)
+            raise StepError(failed) from error
         if self._batch is not None:
             out = self._emit(self._batch) + out
         with self._lock:

@@ -20,6 +20,7 @@ from llmops_ml.batching import (
     BatchEngine,
     Request,
     Sampling,
+    StepError,
     Token,
     UnknownAdapterError,
 )
@@ -367,6 +368,8 @@ def test_bad_requests_are_refused_at_add(served: Served) -> None:
         engine.add(Request("x", served.prompts[0], GREEDY, "nope"))
     with pytest.raises(ValueError, match="empty prompt"):
         engine.add(Request("x", [], GREEDY))
+    with pytest.raises(ValueError, match="outside"):
+        engine.add(Request("x", [1, len(served.tokenizer)], GREEDY))
     engine.add(Request("x", served.prompts[0], GREEDY))
     with pytest.raises(ValueError, match="already in flight"):
         engine.add(Request("x", served.prompts[0], GREEDY))
@@ -452,3 +455,24 @@ def test_calls_between_steps_change_the_model_safely(
         collect(tokens)
     assert ids(out["base"]) == alone(served, served.prompts[0], None)
     assert ids(out["b"]) == alone(served, served.prompts[1], "b")
+
+
+def test_a_failed_forward_drops_its_rows_and_the_engine_goes_on(served: Served) -> None:
+    engine = served.engine(max_batch_size=2)
+    for name in ("r0", "r1", "r2"):
+        engine.add(Request(name, served.prompts[int(name[1])], GREEDY))
+    engine.step()
+
+    def fail_once(module: Any, inputs: Any, output: Any) -> None:
+        handle.remove()
+        raise RuntimeError("device lost")
+
+    handle = served.model.get_base_model().lm_head.register_forward_hook(fail_once)
+    with pytest.raises(StepError) as failure:
+        engine.step()
+    assert sorted(failure.value.request_ids) == ["r0", "r1"]
+    assert isinstance(failure.value.__cause__, RuntimeError)
+    assert (engine.running, engine.waiting) == (0, 1)
+    out = run(engine)
+    assert sorted(out) == ["r2"]
+    assert ids(out["r2"]) == alone(served, served.prompts[2], None)
