@@ -23,10 +23,11 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from transformers import DynamicCache
@@ -40,9 +41,12 @@ __all__ = [
     "FinishReason",
     "Request",
     "Sampling",
+    "StepError",
     "Token",
     "UnknownAdapterError",
 ]
+
+T = TypeVar("T")
 
 BASE = "__base__"
 """PEFT's adapter name for "no adapter" in `adapter_names`."""
@@ -73,6 +77,16 @@ class Token:
 
 class UnknownAdapterError(LookupError):
     """A request names an adapter that is not loaded on the engine's model."""
+
+
+class StepError(RuntimeError):
+    """A step's forward failed (device out of memory, a broken model); the requests it was
+    serving (`request_ids`) are dropped and get no further Token. Waiting requests stay queued,
+    and the engine can go on stepping."""
+
+    def __init__(self, request_ids: Sequence[str]) -> None:
+        super().__init__(f"a batch step failed; dropped requests {sorted(request_ids)}")
+        self.request_ids = tuple(request_ids)
 
 
 @dataclass
@@ -180,33 +194,46 @@ class BatchEngine:
         *,
         max_batch_size: int = 32,
         device: torch.device | None = None,
+        max_prefill_tokens: int | None = None,
     ) -> None:
+        """`max_prefill_tokens` caps the prompt tokens one step prefills (None = no cap; the
+        first waiting request always goes in): a step that admits long prompts delays every
+        running row's next token, and this bounds by how much."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
+        if max_prefill_tokens is not None and max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be at least 1, not {max_prefill_tokens}")
         self.model = model
         self.eos_ids = frozenset(eos_ids)
         self.pad_id = pad_id
         self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
         self.device = device if device is not None else _model_device(model)
         self._peft = _is_peft(model)
         base = model.get_base_model() if self._peft else model
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._vocab_size: int = model.get_input_embeddings().num_embeddings
         self._lock = threading.Lock()
         self._waiting: deque[Request] = deque()
         self._cancelled: set[str] = set()
         self._in_flight: dict[str, Request] = {}
         self._batch: _Batch | None = None
+        self._calls: list[tuple[Callable[[Any], Any], Future[Any]]] = []
 
     # --- called from any thread -------------------------------------------------------------
 
     def add(self, request: Request) -> None:
         """Queues `request`; it joins the running batch at a following step.
 
-        Raises ValueError for an empty prompt or an id already in flight, and
-        UnknownAdapterError for an adapter the model does not have.
+        Raises ValueError for an empty prompt, a token id outside the vocabulary or an id
+        already in flight, and UnknownAdapterError for an adapter the model does not have.
         """
         if not request.prompt_ids:
             raise ValueError(f"request {request.id!r} has an empty prompt")
+        if not all(0 <= token < self._vocab_size for token in request.prompt_ids):
+            raise ValueError(
+                f"request {request.id!r} has token ids outside [0, {self._vocab_size})"
+            )
         if request.adapter is not None and request.adapter not in self.adapter_names():
             raise UnknownAdapterError(f"adapter {request.adapter!r} is not loaded")
         with self._lock:
@@ -236,7 +263,19 @@ class BatchEngine:
 
     def has_work(self) -> bool:
         with self._lock:
-            return bool(self._waiting or self._cancelled) or self._batch is not None
+            return bool(self._waiting or self._cancelled or self._calls) or self._batch is not None
+
+    def call_between_steps(self, fn: Callable[[Any], T]) -> Future[T]:
+        """Runs `fn(model)` on the step thread before the next step's forwards; its result or
+        exception comes back in the Future.
+
+        What changes the model (loading or deleting an adapter) must not run while a forward
+        does. Requests whose adapter is gone afterwards finish "cancelled" at that step.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            self._calls.append((fn, future))
+        return future
 
     def adapter_names(self) -> frozenset[str]:
         """The adapters loaded on the model (none on a plain model)."""
@@ -254,10 +293,17 @@ class BatchEngine:
         """One scheduling step: retire cancelled rows, decode one token for every running row,
         admit and prefill waiting requests up to `max_batch_size`, retire finished rows.
 
-        Returns the new tokens (each row's, then a Token per cancelled request).
+        Returns the new tokens (each row's, then a Token per cancelled request). Raises
+        StepError when a forward fails.
         """
+        self._run_calls()
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
+            if self._peft:  # requests whose adapter was deleted under them
+                loaded = self.adapter_names()
+                cancelled |= {
+                    r.id for r in self._in_flight.values() if r.adapter and r.adapter not in loaded
+                }
             dropped = [r for r in self._waiting if r.id in cancelled]
             self._waiting = deque(r for r in self._waiting if r.id not in cancelled)
         out = [Token(r.id, None, "cancelled") for r in dropped]
@@ -268,13 +314,23 @@ class BatchEngine:
             ]
             keep = [i for i, r in enumerate(rows) if r.request.id not in cancelled]
             self._batch = self._batch.select(keep)
-        with torch.inference_mode():
-            if self._batch is not None:
-                self._choose(self._batch.rows, self._decode(self._batch))
-            admitted = self._admit()
-            if admitted:
-                group = self._prefill(admitted)
-                self._batch = group if self._batch is None else self._batch.extend(group)
+        admitted: list[Request] = []
+        try:
+            with torch.inference_mode():
+                if self._batch is not None:
+                    self._choose(self._batch.rows, self._decode(self._batch))
+                admitted = self._admit()
+                if admitted:
+                    group = self._prefill(admitted)
+                    self._batch = group if self._batch is None else self._batch.extend(group)
+        except Exception as error:  # the cache may be half-updated: drop the batch
+            failed = [r.request.id for r in self._batch.rows] if self._batch else []
+            failed += [r.id for r in admitted]
+            self._batch = None
+            with self._lock:
+                for request_id in failed:
+                    self._in_flight.pop(request_id, None)
+            raise StepError(failed) from error
         if self._batch is not None:
             out = self._emit(self._batch) + out
         with self._lock:
@@ -284,11 +340,32 @@ class BatchEngine:
                     self._cancelled.discard(token.request_id)  # a cancel that came too late
         return out
 
+    def _run_calls(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for fn, future in calls:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(self.model))
+                except Exception as error:
+                    future.set_exception(error)
+        loaded = self.adapter_names()
+        if calls and loaded and self.model.active_adapter not in loaded:
+            # PEFT leaves a deleted active adapter as the PeftModel's, and its forward then fails
+            self.model.set_adapter(min(loaded))
+
     def _admit(self) -> list[Request]:
+        """Waiting requests in arrival order, while slots and the prefill budget allow."""
         free = self.max_batch_size - self.running
+        budget = self.max_prefill_tokens
         admitted: list[Request] = []
+        tokens = 0
         with self._lock:
             while self._waiting and len(admitted) < free:
+                size = len(self._waiting[0].prompt_ids)
+                if admitted and budget is not None and tokens + size > budget:
+                    break
+                tokens += size
                 admitted.append(self._waiting.popleft())
         return admitted
 

@@ -20,6 +20,7 @@ from llmops_ml.batching import (
     BatchEngine,
     Request,
     Sampling,
+    StepError,
     Token,
     UnknownAdapterError,
 )
@@ -367,6 +368,8 @@ def test_bad_requests_are_refused_at_add(served: Served) -> None:
         engine.add(Request("x", served.prompts[0], GREEDY, "nope"))
     with pytest.raises(ValueError, match="empty prompt"):
         engine.add(Request("x", [], GREEDY))
+    with pytest.raises(ValueError, match="outside"):
+        engine.add(Request("x", [1, len(served.tokenizer)], GREEDY))
     engine.add(Request("x", served.prompts[0], GREEDY))
     with pytest.raises(ValueError, match="already in flight"):
         engine.add(Request("x", served.prompts[0], GREEDY))
@@ -388,3 +391,88 @@ def test_a_plain_model_serves_the_base(served: Served, tiny_models: TinyModels) 
         assert ids(out[str(i)]) == alone(served, prompt, None)
     with pytest.raises(UnknownAdapterError):
         engine.add(Request("x", served.prompts[0], GREEDY, "a"))
+
+
+def test_the_prefill_budget_spreads_admission_over_steps(served: Served) -> None:
+    budget = max(len(p) for p in served.prompts)
+    engine = BatchEngine(
+        served.model,
+        served.eos_ids,
+        served.tokenizer.pad_token_id,
+        max_prefill_tokens=budget,
+    )
+    for i, prompt in enumerate(served.prompts):
+        engine.add(Request(str(i), prompt, GREEDY, ADAPTERS[i % 3]))
+    out: dict[str, list[Token]] = {}
+    admitted = []
+    while engine.has_work():
+        before = engine.waiting
+        for token in engine.step():
+            out.setdefault(token.request_id, []).append(token)
+        admitted.append(before - engine.waiting)
+    assert max(admitted) < len(served.prompts) and sum(admitted) == len(served.prompts)
+    for i, prompt in enumerate(served.prompts):
+        assert ids(out[str(i)]) == alone(served, prompt, ADAPTERS[i % 3])
+
+
+def _delete_adapter(model: Any, name: str) -> None:
+    with warnings.catch_warnings():  # PEFT warns when the active adapter goes
+        warnings.filterwarnings("ignore", f"Adapter {name} was active", UserWarning)
+        model.delete_adapter(name)
+
+
+def test_calls_between_steps_change_the_model_safely(
+    served: Served, adapter_dir: Path, tmp_path: Path
+) -> None:
+    engine = served.engine()
+    engine.add(Request("base", served.prompts[0], GREEDY))
+    engine.add(Request("b", served.prompts[1], GREEDY, "b"))
+    third = _random_adapter(Path(served.model.get_base_model().name_or_path), tmp_path / "c", 3)
+    loaded = engine.call_between_steps(lambda model: model.load_adapter(str(third), "c"))
+    failed = engine.call_between_steps(lambda model: 1 // 0)
+    out: dict[str, list[Token]] = {}
+
+    def collect(tokens: list[Token]) -> None:
+        for token in tokens:
+            out.setdefault(token.request_id, []).append(token)
+
+    collect(engine.step())
+    loaded.result(timeout=0)
+    assert isinstance(failed.exception(timeout=0), ZeroDivisionError)
+    try:
+        engine.add(Request("c", served.prompts[2], GREEDY, "c"))
+        assert engine.adapters_in_flight() == {"b", "c"}
+        collect(engine.step())
+        collect(engine.step())
+        deleted = engine.call_between_steps(lambda model: _delete_adapter(model, "c"))
+        collect(engine.step())
+        deleted.result(timeout=0)
+    finally:
+        if "c" in served.model.peft_config:
+            _delete_adapter(served.model, "c")
+    assert out["c"][-1] == Token("c", None, "cancelled") and len(out["c"]) == 3
+    for tokens in run(engine).values():
+        collect(tokens)
+    assert ids(out["base"]) == alone(served, served.prompts[0], None)
+    assert ids(out["b"]) == alone(served, served.prompts[1], "b")
+
+
+def test_a_failed_forward_drops_its_rows_and_the_engine_goes_on(served: Served) -> None:
+    engine = served.engine(max_batch_size=2)
+    for name in ("r0", "r1", "r2"):
+        engine.add(Request(name, served.prompts[int(name[1])], GREEDY))
+    engine.step()
+
+    def fail_once(module: Any, inputs: Any, output: Any) -> None:
+        handle.remove()
+        raise RuntimeError("device lost")
+
+    handle = served.model.get_base_model().lm_head.register_forward_hook(fail_once)
+    with pytest.raises(StepError) as failure:
+        engine.step()
+    assert sorted(failure.value.request_ids) == ["r0", "r1"]
+    assert isinstance(failure.value.__cause__, RuntimeError)
+    assert (engine.running, engine.waiting) == (0, 1)
+    out = run(engine)
+    assert sorted(out) == ["r2"]
+    assert ids(out["r2"]) == alone(served, served.prompts[2], None)
