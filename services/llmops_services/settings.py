@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     inference_max_batch_size: int = Field(
         32, ge=1, description="Most requests decoded together in one step, per base model."
     )
+    inference_max_prefill_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most prompt tokens one decode step prefills, bounding how long new prompts "
+        "delay the running rows' next token; unset means no cap.",
+    )
     inference_max_queued: int = Field(
         64,
         ge=1,

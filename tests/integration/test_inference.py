@@ -442,3 +442,19 @@ async def test_a_model_whose_files_do_not_load_fails_its_precondition(
     assert refused.subjects == [f"models/{broken.id}"]
     served = await stack.inference.Generate(request(stack.adapter_ids[0]))  # still serving
     assert served.text
+
+
+async def test_a_failed_decode_step_ends_its_batch_and_serving_goes_on(stack: Stack) -> None:
+    answer = (await stack.inference.Generate(request("tiny"))).text
+    inference = stack.server.process.inference
+    assert inference is not None
+    [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
+    forward = base.model.forward
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        base.model.forward = forward  # fails once
+        raise RuntimeError("out of memory (simulated)")
+
+    base.model.forward = broken
+    await expect_error(stack.inference.Generate(request("tiny")), grpc.StatusCode.UNAVAILABLE)
+    assert (await stack.inference.Generate(request("tiny"))).text == answer

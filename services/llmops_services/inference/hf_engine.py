@@ -122,6 +122,7 @@ class LoadedBase:
             list(loading.eos_ids(model, tokenizer)),
             int(tokenizer.pad_token_id),
             max_batch_size=settings.inference_max_batch_size,
+            max_prefill_tokens=settings.inference_max_prefill_tokens,
             device=where.device,
         )
         self._settings = settings
@@ -140,6 +141,8 @@ class LoadedBase:
     # The driver thread
 
     def _drive(self) -> None:
+        from llmops_ml import batching
+
         while True:
             with self._wake:
                 while not self._stopping and not self.engine.has_work():
@@ -149,8 +152,16 @@ class LoadedBase:
             try:
                 with self._model_lock:
                     tokens = self.engine.step()
-            except Exception as exc:  # a bug in the step: end every request, keep serving
-                log.exception("decode step failed on %s", self.base_id)
+            except batching.StepError as exc:  # its rows are dropped; the rest goes on
+                log.exception("a decode step failed on %s", self.base_id)
+                failed = Unavailable(
+                    "the engine's decode step failed for this request's batch (the server log "
+                    "has why); retry"
+                )
+                self._end(exc.request_ids, failed)
+                continue
+            except Exception as exc:  # a bug outside the forward: end every request
+                log.exception("the step loop failed on %s", self.base_id)
                 self._end_all(exc, cancel=True)
                 continue
             for token in tokens:
@@ -165,6 +176,15 @@ class LoadedBase:
                 self._unpin(entry[1])
         if entry is not None:
             entry[0](token)
+
+    def _end(self, request_ids: Sequence[str], error: BaseException) -> None:
+        """Ends requests the engine has dropped, with `error`."""
+        with self._state_lock:
+            ended = [self._sinks.pop(r) for r in request_ids if r in self._sinks]
+            for _, adapter in ended:
+                self._unpin(adapter)
+        for sink, _ in ended:
+            sink(error)
 
     def _end_all(self, error: BaseException, *, cancel: bool) -> None:
         with self._state_lock:
