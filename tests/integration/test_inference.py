@@ -194,11 +194,23 @@ async def test_two_adapters_in_flight_at_once_answer_as_each_does_alone(stack: S
         for m in models
         for p in prompts
     }
+    inference = stack.server.process.inference
+    assert inference is not None
+    [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
+    step = base.engine.step
+    mixes: list[int] = []
+
+    def watched() -> Any:
+        mixes.append(len(base.engine.adapters_in_flight()))
+        return step()
+
+    base.engine.step = watched
     pairs = [(m, p) for m in models for p in prompts] * 2
     together = await asyncio.gather(
         *(stack.inference.Generate(request(m, p, max_new_tokens=20)) for m, p in pairs)
     )
     assert [r.text for r in together] == [alone[pair] for pair in pairs]
+    assert max(mixes) == 2  # both adapters (and the base) were in flight in one batch
     assert len({alone[(m, PROMPT)] for m in models}) == 3
 
 
