@@ -5,6 +5,7 @@ answers; aliases, templates, stop strings, limits, cancellation and adapter evic
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import urllib.request
 import warnings
@@ -470,3 +471,40 @@ async def test_a_failed_decode_step_ends_its_batch_and_serving_goes_on(stack: St
     base.model.forward = broken
     await expect_error(stack.inference.Generate(request("tiny")), grpc.StatusCode.UNAVAILABLE)
     assert (await stack.inference.Generate(request("tiny"))).text == answer
+
+
+async def test_an_adapter_in_use_is_never_evicted(serve: Callable[..., Any]) -> None:
+    stack: Stack = await serve(inference_max_adapters=1)
+    first, second = stack.adapter_ids
+    other = (await stack.inference.Generate(request(second))).text
+    busy = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request(first, max_new_tokens=2000))
+    )
+    await busy.read()
+    refused = await expect_error(
+        stack.inference.Generate(request(second)), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert "in use" in refused.message
+    busy.cancel()
+    assert (await _wait_served(stack, second)).text == other
+
+
+async def test_a_model_in_the_artifact_store_is_served_from_it(
+    stack: Stack, adapters: list[Path]
+) -> None:
+    settings = stack.server.settings
+    key = "models/stored-adapter"
+    shutil.copytree(adapters[0], Path(settings.resolved_artifacts_url) / key)
+    stored = await stack.registry.CreateModel(
+        pb.CreateModelRequest(
+            model=pb.Model(
+                name="stored",
+                kind=pb.MODEL_KIND_ADAPTER,
+                uri=f"store://{key}",
+                origin=pb.ModelOrigin(base_model=stack.base_id),
+            )
+        )
+    )
+    served = await stack.inference.Generate(request(stored.id))
+    local = await stack.inference.Generate(request(stack.adapter_ids[0]))
+    assert served.text == local.text
