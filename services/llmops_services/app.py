@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from llmops_services import seed
 from llmops_services.context import Platform
 from llmops_services.eval import service as eval_service
+from llmops_services.inference.service import InferenceService
 from llmops_services.jobs.private_redis import PrivateRedis
 from llmops_services.jobs.queue import JobQueue
 from llmops_services.jobs.reconciler import Reconciler
@@ -59,6 +60,7 @@ class PlatformProcess:
         self.queue: JobQueue | None = None
         self.announcer: Announcer | None = None
         self.reconciler: Reconciler | None = None
+        self.inference: InferenceService | None = None
 
     def _bindings(self, platform: Platform) -> list[ServiceBinding]:
         bindings = []
@@ -68,6 +70,9 @@ class PlatformProcess:
             bindings.append(training_service.binding(platform, self.queue))
         if self.queue is not None and "eval" in self.services:
             bindings.append(eval_service.binding(platform, self.queue))
+        if "inference" in self.services:
+            self.inference = InferenceService(platform)
+            bindings.append(self.inference.binding())
         wanted = {f"llmops.v1.{name.capitalize()}Service" for name in self.services}
         served = {b.full_name for b in bindings}
         bindings += [b for b in unimplemented_bindings() if b.full_name in wanted - served]
@@ -116,6 +121,8 @@ class PlatformProcess:
             await self.reconciler.stop()
         if self.server is not None:
             await self.server.stop()
+        if self.inference is not None:
+            await self.inference.close()
         if self.queue is not None:
             training_metrics.unregister()
             await self.queue.close()

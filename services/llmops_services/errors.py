@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -143,9 +143,25 @@ class Unimplemented(ServiceError):
 
 @dataclass(eq=False)
 class ResourceExhausted(ServiceError):
-    """A size or count limit was hit."""
+    """A rate or capacity limit was hit; `retry_after` seconds (when set) becomes a
+    `google.rpc.RetryInfo` hint."""
 
+    retry_after: float | None = None
     code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def details(self) -> list[any_pb2.Any]:
+        if self.retry_after is None:
+            return super().details()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(self.retry_after * 1e9))
+        return [*super().details(), _pack(error_details_pb2.RetryInfo(retry_delay=delay))]
+
+
+@dataclass(eq=False)
+class Unavailable(ServiceError):
+    """The service cannot answer now (it is stopping); the call may be retried."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
 
 
 def _pack(message: object) -> any_pb2.Any:

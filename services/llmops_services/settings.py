@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,47 @@ class Settings(BaseSettings):
     protected_aliases: list[str] = Field(
         default_factory=lambda: ["production"],
         description="Aliases that only a model with a passing gated eval run may take.",
+    )
+
+    inference_default_model: str = Field(
+        "llmops-tiny",
+        description="The model name served when a request names none: its `production` alias "
+        "when it has one, else its newest version.",
+    )
+    inference_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where served models run: auto (the GPU when there is one), cpu, cuda."
+    )
+    inference_threads: int = Field(
+        1, ge=1, description="Torch threads of the inference engine (set when a model first loads)."
+    )
+    inference_max_batch_size: int = Field(
+        32, ge=1, description="Most requests decoded together in one step, per base model."
+    )
+    inference_max_prefill_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most prompt tokens one decode step prefills, bounding how long new prompts "
+        "delay the running rows' next token; unset means no cap.",
+    )
+    inference_max_queued: int = Field(
+        64,
+        ge=1,
+        description="Most generation requests accepted and not finished (running or waiting); "
+        "one more is refused with RESOURCE_EXHAUSTED and a retry hint.",
+    )
+    inference_retry_after_seconds: float = Field(
+        1.0, gt=0, description="The retry hint (google.rpc.RetryInfo) of a refused request."
+    )
+    inference_max_new_tokens: int = Field(
+        2048, ge=1, description="The largest max_new_tokens a request may ask for."
+    )
+    inference_max_adapters: int = Field(
+        8, ge=1, description="Most adapters attached to one base model at once (LRU evicted)."
+    )
+    inference_max_adapter_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Most adapter weight bytes attached to one base model at once (LRU evicted).",
     )
 
     @cached_property

@@ -41,6 +41,7 @@ class RpcErrorDetails:
     precondition_failure: error_details_pb2.PreconditionFailure | None = None
     request_info: error_details_pb2.RequestInfo | None = None
     error_info: error_details_pb2.ErrorInfo | None = None
+    retry_info: error_details_pb2.RetryInfo | None = None
     unknown: list[str] = field(default_factory=list)
 
     @property
@@ -78,6 +79,7 @@ def parse_rpc_error(error: grpc.aio.AioRpcError) -> RpcErrorDetails:
         ("precondition_failure", error_details_pb2.PreconditionFailure),
         ("request_info", error_details_pb2.RequestInfo),
         ("error_info", error_details_pb2.ErrorInfo),
+        ("retry_info", error_details_pb2.RetryInfo),
     )
     for detail in status.details:
         for attribute, message_type in kinds:
@@ -109,6 +111,7 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> RpcErrorD
         grpc.StatusCode.NOT_FOUND: details.resource_info,
         grpc.StatusCode.ALREADY_EXISTS: details.resource_info,
         grpc.StatusCode.FAILED_PRECONDITION: details.precondition_failure,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: details.retry_info,
     }
     if code in expected_detail:
         assert expected_detail[code] is not None, f"{code} without its detail: {details}"

@@ -4,7 +4,7 @@ Inference calls, which this server answers UNIMPLEMENTED, after the SDK's own lo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,26 +34,6 @@ RUN = "eval-000000000000"
 
 async def collect(items: AsyncIterator[T]) -> list[T]:
     return [item async for item in items]
-
-
-async def unimplemented(call: Awaitable[object], rpc: str) -> None:
-    """Awaits a call this server does not serve; checks the error names the RPC."""
-    with pytest.raises(llmops.Unimplemented) as caught:
-        await call
-    _check_unimplemented(caught.value, rpc)
-
-
-def sync_unimplemented(call: Callable[[], object], rpc: str) -> None:
-    with pytest.raises(llmops.Unimplemented) as caught:
-        call()
-    _check_unimplemented(caught.value, rpc)
-
-
-def _check_unimplemented(error: llmops.Unimplemented, rpc: str) -> None:
-    assert error.code == grpc.StatusCode.UNIMPLEMENTED
-    assert error.message == f"{rpc} is not available on this server yet"
-    assert str(error) == f"UNIMPLEMENTED: {error.message}"
-    assert error.request_id
 
 
 def local_error(pattern: str) -> pytest.RaisesExc[ValueError]:
@@ -464,22 +444,17 @@ async def test_eval_calls_are_checked_then_answered(server: ServerThread) -> Non
             runs.watch("")
 
 
-async def test_inference_calls_are_checked_then_unimplemented(server: ServerThread) -> None:
+async def test_inference_calls_are_checked_then_resolved(server: ServerThread) -> None:
     async with llmops.AsyncClient(server.address, timeout=10) as client:
         inference = client.inference
-        rpc = "InferenceService."
-        await unimplemented(
-            inference.generate("base", "2+2=", max_new_tokens=4, stop=["\n"], seed=1),
-            rpc + "Generate",
-        )
-        await unimplemented(
-            inference.generate(template_id="extraction", text="Ida Holm left.", timeout=5),
-            rpc + "Generate",
-        )
-        await unimplemented(
-            collect(inference.stream_generate("base", "2+2=", temperature=0.7, top_p=0.9)),
-            rpc + "StreamGenerate",
-        )
+        with pytest.raises(llmops.NotFound):
+            await inference.generate("base", "2+2=", max_new_tokens=4, stop=["\n"], seed=1)
+        with pytest.raises(llmops.NotFound):  # no default model is registered
+            await inference.generate(template_id="extraction", text="Ida Holm left.", timeout=5)
+        with pytest.raises(llmops.NotFound):
+            await collect(inference.stream_generate("base", "2+2=", temperature=0.7, top_p=0.9))
+        with pytest.raises(llmops.InvalidArgument):
+            await inference.generate("base", "2+2=", temperature=9)
         with local_error("give a prompt, or a template_id with text"):
             await inference.generate("base")
         with local_error("text is rendered into a template: give template_id too"):
@@ -579,15 +554,13 @@ def test_sync_training_eval_and_inference_are_checked_then_answered(
         ):
             with pytest.raises(llmops.NotFound):
                 refused()
-        calls: list[tuple[Callable[[], object], str]] = [
-            (lambda: inference.generate("base", "2+2="), "InferenceService.Generate"),
-            (
-                lambda: list(inference.stream_generate(template_id="extraction", text="Ida left.")),
-                "InferenceService.StreamGenerate",
-            ),
-        ]
-        for call, rpc in calls:
-            sync_unimplemented(call, rpc)
+        unknown_model: tuple[Callable[[], object], ...] = (
+            lambda: inference.generate("base", "2+2="),
+            lambda: list(inference.stream_generate(template_id="extraction", text="Ida left.")),
+        )
+        for unknown in unknown_model:
+            with pytest.raises(llmops.NotFound):
+                unknown()
 
         with local_error("unknown training method 'lora'"):
             training.create("lora", "base", "demo-sft")

@@ -28,6 +28,7 @@ from llmops.v1 import registry_service_pb2_grpc as pb_grpc
 from llmops_services.errors import ServiceError
 from llmops_services.runtime.auth import create_key, list_keys, revoke_key
 from llmops_services.runtime.server import GrpcServer, ServiceBinding
+from llmops_services.unimplemented import unimplemented_bindings
 from tests.conftest import ServerThread, make_settings
 
 SERVICES = [
@@ -76,23 +77,24 @@ def test_reflection_lists_the_four_services(server: ServerThread) -> None:
     assert "UploadDataset" in registry.methods_by_name
 
 
-async def test_services_of_later_releases_answer_unimplemented(channel: grpc.aio.Channel) -> None:
-    calls = [
-        inference_service_pb2_grpc.InferenceServiceStub(channel).Generate(
-            inference_service_pb2.GenerateRequest(prompt="hi")
-        ),
-    ]
-    for call in cast(list[Any], calls):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "not available" in (caught.value.details() or "")
-    stream = inference_service_pb2_grpc.InferenceServiceStub(channel).StreamGenerate(
-        inference_service_pb2.StreamGenerateRequest()
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stream.read()
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+async def test_a_service_this_server_does_not_serve_answers_unimplemented(
+    data_dir: Path,
+) -> None:
+    server = GrpcServer(make_settings(data_dir), unimplemented_bindings(), keys=None)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Generate(inference_service_pb2.GenerateRequest(prompt="hi"))
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "InferenceService.Generate is not available" in (caught.value.details() or "")
+            stream = stub.StreamGenerate(inference_service_pb2.StreamGenerateRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stream.read()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop()
 
 
 async def test_request_id_is_taken_or_made_and_returned(

@@ -101,6 +101,7 @@ class LlmopsError(Exception):
         error_info: ErrorInfo | None = None,
         request_id: str | None = None,
         status: status_pb2.Status | None = None,
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code: grpc.StatusCode = code if code is not None else self.grpc_code
@@ -112,6 +113,8 @@ class LlmopsError(Exception):
         self.request_id = request_id
         self.status = status
         """The raw `google.rpc.Status`, for details this class does not parse."""
+        self.retry_delay = retry_delay
+        """Seconds the server asks to wait before retrying (`google.rpc.RetryInfo`), if it said."""
 
     @property
     def reason(self) -> str:
@@ -271,6 +274,7 @@ def build_error(
     preconditions: list[PreconditionViolation] = []
     resource: ResourceInfo | None = None
     info: ErrorInfo | None = None
+    retry_delay: float | None = None
     status_request_id = ""
     if status is not None:
         message = message or status.message
@@ -294,6 +298,10 @@ def build_error(
                 ei = error_details_pb2.ErrorInfo()
                 detail.Unpack(ei)
                 info = ErrorInfo(ei.reason, ei.domain, dict(ei.metadata))
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
             elif detail.Is(error_details_pb2.RequestInfo.DESCRIPTOR):
                 ri = error_details_pb2.RequestInfo()
                 detail.Unpack(ri)
@@ -311,6 +319,7 @@ def build_error(
         error_info=info,
         request_id=header_request_id or status_request_id or request_id,
         status=status,
+        retry_delay=retry_delay,
     )
 
 

@@ -1,0 +1,1 @@
+"""The Inference service: Generate and StreamGenerate over one engine interface."""

@@ -1,0 +1,436 @@
+"""The HF engine: transformers + PEFT in this process, the embedded default.
+
+- **One loaded copy per base model**, loaded on its first request (`llmops_ml.loading`, with the
+  placement rule), wrapped once in a `PeftModel` so adapters attach to it by name.
+- **Adapters** are attached on first use (`load_adapter`, named by their model id) and evicted
+  least recently used (`delete_adapter`) when the count or byte budget
+  (`LLMOPS_INFERENCE_MAX_ADAPTERS`, `LLMOPS_INFERENCE_MAX_ADAPTER_BYTES`) would be exceeded; an
+  adapter a request is still using is never evicted (it is pinned until the engine reports the
+  request finished).
+- **One `BatchEngine` per base, driven by one thread** that runs `step()` while there is work
+  and sleeps on a condition otherwise. Tokens go to each request's asyncio queue through
+  `loop.call_soon_threadsafe`, so the event loop never waits for a forward pass.
+- torch and `llmops_ml` are imported when the first model loads: a services process that gets no
+  inference traffic never imports torch.
+
+Why the base is wrapped with an idle adapter at load: `BatchEngine` is built once over the model
+it decodes, and attaching the first adapter with `PeftModel.from_pretrained` would replace that
+model with a new wrapper while requests run on the old one. The idle adapter is a rank-1 LoRA
+with zero B (PEFT's default init) on one linear layer: its output is exactly zero, and base rows
+never use it (the batch engine disables adapters or passes `__base__` for them). It is also what
+the active adapter is set back to before the active one is evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import Any
+
+from llmops_services.errors import (
+    FailedPrecondition,
+    PreconditionViolation,
+    ResourceExhausted,
+    Unavailable,
+)
+from llmops_services.inference.engine import (
+    AdapterState,
+    BaseState,
+    ModelFiles,
+    Sampling,
+    TokenEvent,
+)
+from llmops_services.settings import Settings
+
+log = logging.getLogger("llmops.inference")
+
+IDLE_ADAPTER = "__idle__"
+_PEFT_NOTICES = ("`is_gradient_checkpointing` is deprecated",)
+"""Deprecation notices PEFT trips inside transformers when it wraps a model; not ours to fix."""
+
+Sink = Callable[[Any], None]
+"""Where the driver thread hands a request's engine tokens (or the error that ended it)."""
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer behind the engine's `Tokenizer` protocol."""
+
+    def __init__(self, tokenizer: Any, context_length: int) -> None:
+        self._tokenizer = tokenizer
+        self._context_length = context_length
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return text
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for notice in _PEFT_NOTICES:
+            warnings.filterwarnings("ignore", notice, FutureWarning)
+        yield
+
+
+def _with_idle_adapter(model: Any) -> Any:
+    """`model` wrapped in a PeftModel whose active adapter adds exactly zero."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    target = next(
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    )
+    config = LoraConfig(r=1, target_modules=[target], init_lora_weights=True)
+    with _quiet_peft():
+        wrapped = get_peft_model(model, config, adapter_name=IDLE_ADAPTER)
+    wrapped.eval()
+    return wrapped
+
+
+class LoadedBase:
+    """One base model, the adapters attached to it, and the BatchEngine that decodes for it,
+    driven by its own thread."""
+
+    def __init__(self, files: ModelFiles, settings: Settings) -> None:
+        from llmops_ml import loading, placement
+        from llmops_ml.batching import BatchEngine
+
+        where = placement.choose(settings.inference_device)
+        tokenizer = loading.load_tokenizer(files.base_dir, padding_side="left")
+        model = loading.load_model(files.base_dir, where)
+        model.eval()
+        self.base_id = files.base_id
+        self.tokenizer = HFTokenizer(tokenizer, int(model.config.max_position_embeddings))
+        self.model = _with_idle_adapter(model)
+        self.engine = BatchEngine(
+            self.model,
+            list(loading.eos_ids(model, tokenizer)),
+            int(tokenizer.pad_token_id),
+            max_batch_size=settings.inference_max_batch_size,
+            max_prefill_tokens=settings.inference_max_prefill_tokens,
+            device=where.device,
+        )
+        self._settings = settings
+        self._model_lock = threading.Lock()  # decode steps and adapter loads take turns
+        self._state_lock = threading.Lock()  # sinks and adapter pins
+        self._wake = threading.Condition()
+        self._sinks: dict[str, tuple[Sink, str | None]] = {}
+        self._adapters: OrderedDict[str, list[int]] = OrderedDict()  # id -> [bytes, pins]
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._drive, name=f"inference-{files.base_id}", daemon=True
+        )
+        self._thread.start()
+        log.info("serving %s from %s on %s", files.base_id, files.base_dir, where.device)
+
+    # The driver thread
+
+    def _drive(self) -> None:
+        from llmops_ml import batching
+
+        while True:
+            with self._wake:
+                while not self._stopping and not self.engine.has_work():
+                    self._wake.wait()
+                if self._stopping:
+                    break
+            try:
+                with self._model_lock:
+                    tokens = self.engine.step()
+            except batching.StepError as exc:  # its rows are dropped; the rest goes on
+                log.exception("a decode step failed on %s", self.base_id)
+                failed = Unavailable(
+                    "the engine's decode step failed for this request's batch (the server log "
+                    "has why); retry"
+                )
+                self._end(exc.request_ids, failed)
+                continue
+            except Exception as exc:  # a bug outside the forward: end every request
+                log.exception("the step loop failed on %s", self.base_id)
+                self._end_all(exc, cancel=True)
+                continue
+            for token in tokens:
+                self._deliver(token)
+        self._end_all(Unavailable("the inference engine is stopping"), cancel=False)
+
+    def _deliver(self, token: Any) -> None:
+        with self._state_lock:
+            entry = self._sinks.get(token.request_id)
+            if entry is not None and token.finish_reason is not None:
+                del self._sinks[token.request_id]
+                self._unpin(entry[1])
+        if entry is not None:
+            entry[0](token)
+
+    def _end(self, request_ids: Sequence[str], error: BaseException) -> None:
+        """Ends requests the engine has dropped, with `error`."""
+        with self._state_lock:
+            ended = [self._sinks.pop(r) for r in request_ids if r in self._sinks]
+            for _, adapter in ended:
+                self._unpin(adapter)
+        for sink, _ in ended:
+            sink(error)
+
+    def _end_all(self, error: BaseException, *, cancel: bool) -> None:
+        with self._state_lock:
+            ended = list(self._sinks.items())
+            self._sinks.clear()
+            for _, (_, adapter) in ended:
+                self._unpin(adapter)
+        for request_id, (sink, _) in ended:
+            if cancel:
+                self.engine.cancel(request_id)
+            sink(error)
+
+    # Requests (from the event loop)
+
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: Sequence[int],
+        sampling: Sampling,
+        adapter: str | None,
+        sink: Sink,
+    ) -> None:
+        """Adds a request to the running batch (at the next step); its tokens go to `sink`."""
+        from llmops_ml import batching
+
+        request = batching.Request(
+            id=request_id,
+            prompt_ids=list(prompt_ids),
+            sampling=batching.Sampling(
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+            ),
+            adapter=adapter,
+        )
+        with self._state_lock:
+            self._sinks[request_id] = (sink, adapter)
+        try:
+            with self._wake:
+                self.engine.add(request)
+                self._wake.notify()
+        except BaseException:
+            with self._state_lock:
+                del self._sinks[request_id]
+                self._unpin(adapter)
+            raise
+
+    def cancel(self, request_id: str) -> None:
+        """Frees the request's slot at the next step; its adapter is unpinned then."""
+        with self._wake:
+            self.engine.cancel(request_id)
+            self._wake.notify()
+
+    def stop(self) -> None:
+        """Ends the driver thread; requests still running end with UNAVAILABLE."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    # Adapters
+
+    def acquire(self, files: ModelFiles) -> str:
+        """Attaches the adapter of `files` if needed (evicting the least recently used ones that
+        no request uses) and pins it; returns its name. Blocking: call from a thread."""
+        assert files.adapter_id is not None and files.adapter_dir is not None
+        name = files.adapter_id
+        with self._model_lock:
+            with self._state_lock:
+                entry = self._adapters.get(name)
+                if entry is not None:
+                    entry[1] += 1
+                    self._adapters.move_to_end(name)
+                    return name
+                self._make_room(files.adapter_bytes)
+            self._load(name, files)
+            with self._state_lock:
+                self._adapters[name] = [files.adapter_bytes, 1]
+        return name
+
+    def release(self, name: str) -> None:
+        """Unpins an adapter that `acquire` pinned for a request that never reached the engine."""
+        with self._state_lock:
+            self._unpin(name)
+
+    def _unpin(self, name: str | None) -> None:
+        entry = self._adapters.get(name) if name is not None else None
+        if entry is not None:
+            entry[1] -= 1
+
+    def _make_room(self, size: int) -> None:
+        """Evicts unpinned adapters, least recently used first, until one of `size` bytes fits.
+        Holds both locks."""
+        limit_count = self._settings.inference_max_adapters
+        limit_bytes = self._settings.inference_max_adapter_bytes
+        while self._adapters and (
+            len(self._adapters) >= limit_count
+            or sum(b for b, _ in self._adapters.values()) + size > limit_bytes
+        ):
+            victim = next((n for n, (_, pins) in self._adapters.items() if pins <= 0), None)
+            if victim is None:
+                raise ResourceExhausted(
+                    f"every adapter attached to {self.base_id} is in use by a running request",
+                    retry_after=self._settings.inference_retry_after_seconds,
+                )
+            if self.model.active_adapter == victim:  # the batch engine sets it per batch
+                self.model.set_adapter(IDLE_ADAPTER)
+            self.model.delete_adapter(victim)
+            del self._adapters[victim]
+            log.info("evicted adapter %s from %s", victim, self.base_id)
+
+    def _load(self, name: str, files: ModelFiles) -> None:
+        try:
+            with _quiet_peft():
+                self.model.load_adapter(str(files.adapter_dir), adapter_name=name)
+        except Exception as exc:  # PEFT raises many kinds on files that do not fit the base
+            raise FailedPrecondition(
+                f"adapter {name} could not be loaded on {self.base_id}: {exc}",
+                violations=[
+                    PreconditionViolation("ADAPTER_FILES", f"models/{name}", "not loadable")
+                ],
+            ) from exc
+        self.model.eval()
+        log.info("attached adapter %s to %s", name, self.base_id)
+
+    def state(self) -> BaseState:
+        with self._state_lock:
+            adapters = [
+                AdapterState(adapter_id=name, bytes=size, in_use=max(pins, 0))
+                for name, (size, pins) in self._adapters.items()
+            ]
+        return BaseState(
+            base_id=self.base_id,
+            adapters=adapters,
+            running=int(self.engine.running),
+            waiting=int(self.engine.waiting),
+        )
+
+
+def _load_base(files: ModelFiles, settings: Settings) -> LoadedBase:
+    """Loads a base; files that transformers cannot load are the model's fault, not a bug."""
+    try:
+        return LoadedBase(files, settings)
+    except Exception as exc:  # transformers and tokenizers raise many kinds on bad files
+        log.warning("could not load %s from %s: %r", files.base_id, files.base_dir, exc)
+        raise FailedPrecondition(
+            f"model {files.base_id} could not be loaded from its files: {exc}",
+            violations=[
+                PreconditionViolation("MODEL_FILES", f"models/{files.base_id}", "not loadable")
+            ],
+        ) from exc
+
+
+class HFEngine:
+    """The `Engine` over transformers + PEFT, in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._bases: dict[str, LoadedBase] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self._in_flight = 0
+        self._ids = itertools.count(1)
+        self._threads_set = False
+
+    async def _base(self, files: ModelFiles) -> LoadedBase:
+        base = self._bases.get(files.base_id)
+        if base is not None:
+            return base
+        lock = self._loading.setdefault(files.base_id, asyncio.Lock())
+        async with lock:
+            base = self._bases.get(files.base_id)
+            if base is None:
+                self._set_threads()
+                base = await asyncio.to_thread(_load_base, files, self._settings)
+                self._bases[files.base_id] = base
+        return base
+
+    def _set_threads(self) -> None:
+        if not self._threads_set:
+            import torch
+
+            torch.set_num_threads(self._settings.inference_threads)
+            self._threads_set = True
+
+    async def tokenizer(self, files: ModelFiles) -> HFTokenizer:
+        return (await self._base(files)).tokenizer
+
+    async def _acquire(self, base: LoadedBase, files: ModelFiles) -> str:
+        attach = asyncio.ensure_future(asyncio.to_thread(base.acquire, files))
+        try:
+            return await asyncio.shield(attach)
+        except asyncio.CancelledError:
+            # The thread attaches and pins it anyway: unpin it when it is done.
+            attach.add_done_callback(
+                lambda done: (
+                    base.release(done.result())
+                    if not done.cancelled() and done.exception() is None
+                    else None
+                )
+            )
+            raise
+
+    async def generate(
+        self, files: ModelFiles, prompt_ids: Sequence[int], sampling: Sampling
+    ) -> AsyncGenerator[TokenEvent, None]:
+        limit = self._settings.inference_max_queued
+        if self._in_flight >= limit:
+            raise ResourceExhausted(
+                f"the inference engine has {limit} requests in flight, its limit; retry shortly",
+                retry_after=self._settings.inference_retry_after_seconds,
+            )
+        self._in_flight += 1
+        try:
+            base = await self._base(files)
+            adapter = await self._acquire(base, files) if files.adapter_id else None
+            request_id = f"gen-{next(self._ids)}"
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+
+            def sink(item: Any) -> None:
+                # A closed loop raises RuntimeError: nobody is waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            base.submit(request_id, prompt_ids, sampling, adapter, sink)
+            finished = False
+            try:
+                while not finished:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        finished = True
+                        raise item
+                    finished = item.finish_reason is not None
+                    yield TokenEvent(item.token_id, item.finish_reason)
+            finally:
+                if not finished:
+                    base.cancel(request_id)
+        finally:
+            self._in_flight -= 1
+
+    def describe(self) -> list[BaseState]:
+        return [base.state() for base in self._bases.values()]
+
+    async def close(self) -> None:
+        bases = list(self._bases.values())
+        self._bases.clear()
+        for base in bases:
+            await asyncio.to_thread(base.stop)

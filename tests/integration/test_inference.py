@@ -1,0 +1,510 @@
+"""The Inference service on a real server with real tiny models and real LoRA adapters: answers
+equal plain `model.generate`, alone or batched with other adapters; streams equal unary
+answers; aliases, templates, stop strings, limits, cancellation and adapter eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import urllib.request
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+import pytest
+
+import llmops
+from llmops.templates import render
+from llmops.v1 import inference_service_pb2 as ipb
+from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
+from llmops.v1 import registry_service_pb2 as pb
+from tests.conftest import ServerThread, make_settings
+from tests.integration.helpers import (
+    base_model,
+    expect_error,
+    make_base_model_dir,
+)
+from tests.tiny_models import TinyModels
+
+if TYPE_CHECKING:
+    from llmops.v1.inference_service_pb2_grpc import InferenceServiceAsyncStub
+    from llmops.v1.registry_service_pb2_grpc import RegistryServiceAsyncStub
+
+Inference: TypeAlias = "InferenceServiceAsyncStub"
+Registry: TypeAlias = "RegistryServiceAsyncStub"
+
+PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
+PROMPT = "Summarize: the tiny model reads a short text about a river and a town."
+TOKENS = 12
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two LoRA adapters on the tiny base with random (not zero) B matrices, so that each
+    changes the base's answers, differently."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for seed in (1, 2):
+        path = tmp_path_factory.mktemp("adapters") / f"adapter-{seed}"
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_models.base))
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
+            get_peft_model(base, config).save_pretrained(str(path))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_models: TinyModels) -> Callable[[Path | None, str, int], str]:
+    """Plain greedy `model.generate` on the base, or on the base with one adapter (PEFT,
+    unmerged), through the model package's batched generation."""
+    from llmops_ml import generation, loading, placement
+
+    cache: dict[tuple[Path | None, str, int], str] = {}
+
+    def answer(adapter: Path | None, prompt: str, max_new_tokens: int) -> str:
+        key = (adapter, prompt, max_new_tokens)
+        if key not in cache:
+            tokenizer = loading.load_tokenizer(tiny_models.base, padding_side="left")
+            model = loading.load_model(tiny_models.base, placement.CPU)
+            if adapter is not None:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
+                    model = loading.load_adapter(model, adapter, trainable=False)
+            model.eval()
+            lm = loading.LoadedModel(
+                model, tokenizer, placement.CPU.device, loading.eos_ids(model, tokenizer)
+            )
+            config = generation.generation_config(lm, max_new_tokens=max_new_tokens)
+            cache[key] = generation.generate(lm, [prompt], config)[0]
+        return cache[key]
+
+    return answer
+
+
+@dataclass
+class Stack:
+    server: ServerThread
+    registry: Registry
+    inference: Inference
+    base_id: str
+    adapter_ids: list[str]
+
+
+@pytest.fixture
+async def serve(
+    data_dir: Path, tiny_models: TinyModels, adapters: list[Path]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Starts a server with the given settings, the tiny base registered as `tiny` and the two
+    adapters as `helper` versions 1 and 2."""
+    running: list[ServerThread] = []
+    internal_before: list[float] = []  # the metrics are the process's: count from here
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(**overrides: Any) -> Stack:
+        # On the CPU in float32, where the references are computed (a GPU runs bfloat16).
+        settings = make_settings(data_dir, inference_threads=1, inference_device="cpu", **overrides)
+        server = ServerThread(settings).start()
+        running.append(server)
+        internal_before.append(_internal_errors(server.metrics_url))
+        channel = grpc.aio.insecure_channel(server.address)
+        channels.append(channel)
+        registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
+        base = await registry.CreateModel(base_model("tiny", tiny_models.base))
+        ids = []
+        for path in adapters:
+            request = pb.CreateModelRequest(
+                model=pb.Model(
+                    name="helper",
+                    kind=pb.MODEL_KIND_ADAPTER,
+                    uri=str(path),
+                    origin=pb.ModelOrigin(base_model=base.id),
+                )
+            )
+            ids.append((await registry.CreateModel(request)).id)
+        inference = inference_service_pb2_grpc.InferenceServiceStub(channel)
+        return Stack(server, registry, inference, base.id, ids)
+
+    yield start
+    for channel in channels:
+        await channel.close(None)
+    for server, before in zip(running, internal_before, strict=True):
+        try:
+            assert _internal_errors(server.metrics_url) == before, "a call answered INTERNAL"
+        finally:
+            server.stop()
+
+
+def _internal_errors(metrics_url: str) -> float:
+    """How many calls the server answered with INTERNAL (a bug), from its Prometheus metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{") and 'grpc_code="INTERNAL"' in line
+    )
+
+
+@pytest.fixture
+async def stack(serve: Callable[..., Any]) -> AsyncIterator[Stack]:
+    yield await serve()
+
+
+def request(model: str, prompt: str = PROMPT, **sampling: Any) -> ipb.GenerateRequest:
+    sampling.setdefault("max_new_tokens", TOKENS)
+    return ipb.GenerateRequest(model=model, prompt=prompt, sampling=ipb.SamplingParams(**sampling))
+
+
+async def streamed(inference: Inference, generate: ipb.GenerateRequest) -> list[Any]:
+    call = inference.StreamGenerate(ipb.StreamGenerateRequest(request=generate))
+    return [message async for message in call]
+
+
+async def test_an_adapter_answers_as_plain_generate_does_and_unlike_the_base(
+    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+) -> None:
+    base = await stack.inference.Generate(request("tiny"))
+    adapter = await stack.inference.Generate(request(stack.adapter_ids[0]))
+    assert base.text == reference(None, PROMPT, TOKENS)
+    assert adapter.text == reference(adapters[0], PROMPT, TOKENS)
+    assert adapter.text != base.text
+    assert (base.model, adapter.model) == (stack.base_id, stack.adapter_ids[0])
+    assert adapter.rendered_prompt == PROMPT
+    assert adapter.finish_reason in (ipb.FINISH_REASON_LENGTH, ipb.FINISH_REASON_STOP)
+    assert adapter.usage.prompt_tokens > 0
+    assert 0 < adapter.usage.completion_tokens <= TOKENS
+
+
+async def test_two_adapters_in_flight_at_once_answer_as_each_does_alone(stack: Stack) -> None:
+    models = ["tiny", *stack.adapter_ids]
+    prompts = [PROMPT, "Classify: the river is calm today.", "Extract: Ada lives in London."]
+    alone = {
+        (m, p): (await stack.inference.Generate(request(m, p, max_new_tokens=20))).text
+        for m in models
+        for p in prompts
+    }
+    inference = stack.server.process.inference
+    assert inference is not None
+    [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
+    step = base.engine.step
+    mixes: list[int] = []
+
+    def watched() -> Any:
+        mixes.append(len(base.engine.adapters_in_flight()))
+        return step()
+
+    base.engine.step = watched
+    pairs = [(m, p) for m in models for p in prompts] * 2
+    together = await asyncio.gather(
+        *(stack.inference.Generate(request(m, p, max_new_tokens=20)) for m, p in pairs)
+    )
+    assert [r.text for r in together] == [alone[pair] for pair in pairs]
+    assert max(mixes) == 2  # both adapters were in flight at one step
+    assert len({alone[(m, PROMPT)] for m in models}) == 3
+
+
+async def test_the_concatenated_stream_is_the_unary_answer(stack: Stack) -> None:
+    for model in ("tiny", stack.adapter_ids[1]):
+        unary = await stack.inference.Generate(request(model, max_new_tokens=24))
+        messages = await streamed(stack.inference, request(model, max_new_tokens=24))
+        assert messages[0].model == unary.model
+        assert all(not m.model for m in messages[1:])
+        assert "".join(m.text_delta for m in messages) == unary.text
+        assert [m.finish_reason for m in messages[:-1]] == [0] * (len(messages) - 1)
+        assert messages[-1].finish_reason == unary.finish_reason
+        assert messages[-1].usage == unary.usage
+
+
+async def test_a_stop_string_ends_the_answer_before_it(stack: Stack) -> None:
+    full = await stack.inference.Generate(request("tiny", max_new_tokens=24))
+    assert len(full.text) > 8, full.text
+    stop = full.text[5:8]
+    cut = full.text[: full.text.find(stop)]
+    stopped = await stack.inference.Generate(request("tiny", max_new_tokens=24, stop=[stop]))
+    assert (stopped.text, stopped.finish_reason) == (cut, ipb.FINISH_REASON_STOP)
+    assert stopped.usage.completion_tokens < full.usage.completion_tokens
+    messages = await streamed(stack.inference, request("tiny", max_new_tokens=24, stop=[stop]))
+    assert "".join(m.text_delta for m in messages) == cut
+    assert messages[-1].finish_reason == ipb.FINISH_REASON_STOP
+
+
+async def test_moving_an_alias_changes_the_next_answer(stack: Stack) -> None:
+    first, second = stack.adapter_ids
+    alone = [(await stack.inference.Generate(request(m))).text for m in (first, second)]
+    await stack.registry.SetModelAlias(pb.SetModelAliasRequest(model=first, alias="production"))
+    served = await stack.inference.Generate(request("helper@production"))
+    assert (served.model, served.text) == (first, alone[0])
+    await stack.registry.SetModelAlias(pb.SetModelAliasRequest(model=second, alias="production"))
+    served = await stack.inference.Generate(request("helper@production"))
+    assert (served.model, served.text) == (second, alone[1])
+    newest = await stack.inference.Generate(request("helper"))  # a bare name: newest version
+    assert newest.model == second
+
+
+async def test_the_default_model_is_the_production_alias_of_the_default_name(
+    serve: Callable[..., Any], tiny_models: TinyModels
+) -> None:
+    stack: Stack = await serve(inference_default_model="helper")
+    served = await stack.inference.Generate(request(""))
+    assert served.model == stack.adapter_ids[1]  # no alias yet: the newest version
+    await stack.registry.SetModelAlias(
+        pb.SetModelAliasRequest(model=stack.adapter_ids[0], alias="production")
+    )
+    served = await stack.inference.Generate(request(""))
+    assert served.model == stack.adapter_ids[0]
+
+
+async def test_a_prompt_alone_fills_the_templates_text(stack: Stack) -> None:
+    template = await stack.registry.GetPromptTemplate(
+        pb.GetPromptTemplateRequest(template_id="summarization")
+    )
+    generate = ipb.GenerateRequest(
+        model="tiny",
+        prompt="The river runs past the town.",
+        template_id="summarization",
+        sampling=ipb.SamplingParams(max_new_tokens=4),
+    )
+    rendered = render(template.template, "The river runs past the town.")
+    answer = await stack.inference.Generate(generate)
+    assert answer.rendered_prompt == rendered
+    verbatim = await stack.inference.Generate(request("tiny", rendered, max_new_tokens=4))
+    assert answer.text == verbatim.text
+    with_text = ipb.GenerateRequest(
+        model="tiny",
+        template_id="summarization",
+        text="The river runs past the town.",
+        sampling=ipb.SamplingParams(max_new_tokens=4),
+    )
+    assert (await stack.inference.Generate(with_text)).rendered_prompt == rendered
+
+
+async def _wait_served(stack: Stack, model: str, timeout: float = 2.0) -> ipb.GenerateResponse:
+    """A request that must be served (the slot of a cancelled call is free within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer: ipb.GenerateResponse = await stack.inference.Generate(request(model))
+            return answer
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+def _engine_idle(stack: Stack) -> bool:
+    inference = stack.server.process.inference
+    assert inference is not None
+    return all(b.running == 0 and b.waiting == 0 for b in inference.engine.describe())
+
+
+async def test_a_full_engine_answers_resource_exhausted_with_a_retry_hint(
+    serve: Callable[..., Any],
+) -> None:
+    stack: Stack = await serve(inference_max_queued=1)
+    await stack.inference.Generate(request("tiny"))  # loads the base
+    long = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request("tiny", max_new_tokens=2000))
+    )
+    await long.read()  # in flight
+    refused = await expect_error(
+        stack.inference.Generate(request("tiny")), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert refused.retry_info is not None
+    assert refused.retry_info.retry_delay.ToNanoseconds() == 1_000_000_000  # the default, 1 s
+    async with llmops.AsyncClient(stack.server.address, timeout=10) as client:
+        with pytest.raises(llmops.ResourceExhausted) as caught:
+            await client.inference.generate("tiny", PROMPT)
+    assert caught.value.retry_delay == 1.0
+    long.cancel()
+    await _wait_served(stack, "tiny")
+
+
+async def test_a_cancelled_or_timed_out_call_frees_its_slot_at_once(
+    serve: Callable[..., Any],
+) -> None:
+    stack: Stack = await serve(inference_max_queued=1)
+    adapter = stack.adapter_ids[0]
+    alone = (await stack.inference.Generate(request(adapter))).text
+    stream = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request(adapter, max_new_tokens=2000))
+    )
+    await stream.read()
+    stream.cancel()
+    assert (await _wait_served(stack, adapter)).text == alone
+    timed = stack.inference.Generate(request(adapter, max_new_tokens=2000), timeout=0.05)
+    await expect_timeout(timed)
+    assert (await _wait_served(stack, adapter)).text == alone
+    deadline = time.monotonic() + 2
+    while not _engine_idle(stack):
+        assert time.monotonic() < deadline, "the engine still runs a cancelled request"
+        await asyncio.sleep(0.01)
+
+
+async def expect_timeout(call: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_an_evicted_adapter_reloads_with_the_same_answer(
+    serve: Callable[..., Any], reference: Callable[[Path | None, str, int], str]
+) -> None:
+    stack: Stack = await serve(inference_max_adapters=1)
+    first, second = stack.adapter_ids
+    answer = (await stack.inference.Generate(request(first))).text
+    other = (await stack.inference.Generate(request(second))).text
+    inference = stack.server.process.inference
+    assert inference is not None
+    [state] = inference.engine.describe()
+    assert [a.adapter_id for a in state.adapters] == [second]
+    assert (await stack.inference.Generate(request(first))).text == answer
+    [state] = inference.engine.describe()
+    assert [a.adapter_id for a in state.adapters] == [first]
+    assert (await stack.inference.Generate(request(second))).text == other
+    base = await stack.inference.Generate(request("tiny"))
+    assert base.text == reference(None, PROMPT, TOKENS)  # attaching and evicting left it alone
+
+
+async def test_a_seeded_sample_repeats_and_differs_from_greedy(stack: Stack) -> None:
+    adapter = stack.adapter_ids[0]
+    sampled = [
+        (await stack.inference.Generate(request(adapter, temperature=1.5, seed=7))).text
+        for _ in range(2)
+    ]
+    greedy = (await stack.inference.Generate(request(adapter))).text
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != greedy
+
+
+@pytest.mark.parametrize(
+    ("sampling", "field"),
+    [
+        ({"max_new_tokens": -1}, "sampling.max_new_tokens"),
+        ({"max_new_tokens": 100_000}, "sampling.max_new_tokens"),
+        ({"temperature": -0.5}, "sampling.temperature"),
+        ({"temperature": 2.5}, "sampling.temperature"),
+        ({"top_p": 1.5}, "sampling.top_p"),
+        ({"top_p": -0.1}, "sampling.top_p"),
+        ({"stop": [""]}, "sampling.stop[0]"),
+    ],
+)
+async def test_bad_sampling_is_refused_with_field_violations(
+    stack: Stack, sampling: dict[str, Any], field: str
+) -> None:
+    refused = await expect_error(stack.inference.Generate(request("tiny", **sampling)), INVALID)
+    assert refused.fields == [field]
+    call = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request("tiny", **sampling))
+    )
+    streamed_refusal = await expect_error(call.read(), INVALID)
+    assert streamed_refusal.fields == [f"request.{field}"]
+
+
+async def test_bad_prompts_are_refused_with_field_violations(stack: Stack) -> None:
+    missing = await expect_error(stack.inference.Generate(request("tiny", "")), INVALID)
+    assert missing.fields == ["prompt"]
+    long = await expect_error(stack.inference.Generate(request("tiny", "river " * 400)), INVALID)
+    assert long.fields == ["prompt"]
+    assert "256" in long.violations["prompt"]
+    text_alone = ipb.GenerateRequest(model="tiny", text="x")
+    assert (await expect_error(stack.inference.Generate(text_alone), INVALID)).fields == [
+        "template_id"
+    ]
+    both = ipb.GenerateRequest(model="tiny", prompt="x", text="y", template_id="summarization")
+    assert (await expect_error(stack.inference.Generate(both), INVALID)).fields == ["prompt"]
+    unknown_template = ipb.GenerateRequest(model="tiny", prompt="x", template_id="no-such")
+    await expect_error(stack.inference.Generate(unknown_template), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_an_unknown_model_is_not_found_and_a_dataset_is_the_wrong_kind(
+    stack: Stack,
+) -> None:
+    for ref in ("no-such-model", "mdl-000000000000", "helper@no-such-alias"):
+        missing = await expect_error(
+            stack.inference.Generate(request(ref)), grpc.StatusCode.NOT_FOUND
+        )
+        assert missing.resource_info is not None
+        assert missing.resource_info.resource_name == ref
+    dataset = await stack.registry.GetDataset(pb.GetDatasetRequest(dataset="demo-sft"))
+    wrong = await expect_error(stack.inference.Generate(request(dataset.id)), INVALID)
+    assert wrong.fields == ["model"]
+    assert "dataset" in wrong.message
+    # No default model registered: llmops-tiny is not there.
+    await expect_error(stack.inference.Generate(request("")), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_a_model_whose_files_do_not_load_fails_its_precondition(
+    stack: Stack, tmp_path: Path
+) -> None:
+    broken = await stack.registry.CreateModel(base_model("broken", make_base_model_dir(tmp_path)))
+    refused = await expect_error(
+        stack.inference.Generate(request(broken.id)), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert refused.subjects == [f"models/{broken.id}"]
+    served = await stack.inference.Generate(request(stack.adapter_ids[0]))  # still serving
+    assert served.text
+
+
+async def test_a_failed_decode_step_ends_its_batch_and_serving_goes_on(stack: Stack) -> None:
+    answer = (await stack.inference.Generate(request("tiny"))).text
+    inference = stack.server.process.inference
+    assert inference is not None
+    [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
+    forward = base.model.forward
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        base.model.forward = forward  # fails once
+        raise RuntimeError("out of memory (simulated)")
+
+    base.model.forward = broken
+    await expect_error(stack.inference.Generate(request("tiny")), grpc.StatusCode.UNAVAILABLE)
+    assert (await stack.inference.Generate(request("tiny"))).text == answer
+
+
+async def test_an_adapter_in_use_is_never_evicted(serve: Callable[..., Any]) -> None:
+    stack: Stack = await serve(inference_max_adapters=1)
+    first, second = stack.adapter_ids
+    other = (await stack.inference.Generate(request(second))).text
+    busy = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request(first, max_new_tokens=2000))
+    )
+    await busy.read()
+    refused = await expect_error(
+        stack.inference.Generate(request(second)), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert "in use" in refused.message
+    busy.cancel()
+    assert (await _wait_served(stack, second)).text == other
+
+
+async def test_a_model_in_the_artifact_store_is_served_from_it(
+    stack: Stack, adapters: list[Path]
+) -> None:
+    settings = stack.server.settings
+    key = "models/stored-adapter"
+    shutil.copytree(adapters[0], Path(settings.resolved_artifacts_url) / key)
+    stored = await stack.registry.CreateModel(
+        pb.CreateModelRequest(
+            model=pb.Model(
+                name="stored",
+                kind=pb.MODEL_KIND_ADAPTER,
+                uri=f"store://{key}",
+                origin=pb.ModelOrigin(base_model=stack.base_id),
+            )
+        )
+    )
+    served = await stack.inference.Generate(request(stored.id))
+    local = await stack.inference.Generate(request(stack.adapter_ids[0]))
+    assert served.text == local.text
