@@ -14,8 +14,17 @@ attention mask and KV cache (a `DynamicCache`, tensors [rows, heads, columns, he
 - Position ids follow the mask (a row's padding does not shift it), and the pending token of each
   row is not in the cache yet; so a row computes what it would alone: greedy answers equal plain
   `model.generate`'s, batched or not.
-- Adapters: on a `PeftModel` every forward passes `adapter_names` (one per row, "__base__" for
-  none), which PEFT applies row by row within the one batched forward.
+- Adapters: on a `PeftModel` a forward over rows of several adapters passes `adapter_names`
+  (one per row, "__base__" for none), which PEFT applies row by row within the one batched
+  forward; a batch on a single adapter runs it active, an all-base batch with adapters disabled.
+
+A service drives it from one worker thread (`add` and `cancel` come from any thread):
+
+    engine = BatchEngine(peft_model, eos_ids, pad_id, max_batch_size=32)
+    engine.add(Request("r1", prompt_ids, Sampling(max_new_tokens=64), adapter="support-v3"))
+    while engine.has_work():
+        for token in engine.step():  # one token per running request, finish_reason on its last
+            deliver(token)
 """
 
 from __future__ import annotations
