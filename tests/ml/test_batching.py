@@ -476,3 +476,16 @@ def test_a_failed_forward_drops_its_rows_and_the_engine_goes_on(served: Served) 
     out = run(engine)
     assert sorted(out) == ["r2"]
     assert ids(out["r2"]) == alone(served, served.prompts[2], None)
+
+
+def test_one_new_token_finishes_at_the_prefill_and_an_idle_step_is_empty(served: Served) -> None:
+    engine = served.engine()
+    assert engine.step() == [] and not engine.has_work()
+    engine.add(Request("one", served.prompts[0], Sampling(max_new_tokens=1), "a"))
+    engine.add(Request("more", served.prompts[1], Sampling(max_new_tokens=3), "b"))
+    first = engine.step()
+    expected = hf_generate(served, served.prompts[0], "a", 1)
+    assert Token("one", expected[0], "length") in first
+    assert engine.running == 1
+    out = run(engine)
+    assert len(out["more"]) == 2 and "one" not in out
