@@ -10,7 +10,9 @@ base with the adapter layers disabled while a hook on each LoRA layer adds
 `x @ A[row]^T @ B[row]^T` for every row at once (140 us for that layer).
 
 Plain LoRA on linear layers only (no DoRA or other variants, no LoRA on embeddings): `supports`
-says whether a model qualifies; the engine uses PEFT's own path otherwise.
+says whether a model qualifies; the engine uses PEFT's own path otherwise. The stack is a copy
+(adapter memory twice over), rebuilt when an adapter is loaded, deleted or reloaded under its
+name, not when weights are edited in place: serve frozen adapters.
 """
 
 from __future__ import annotations
