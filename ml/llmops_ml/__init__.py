@@ -7,7 +7,8 @@
 - `attention`, `varlen_attention`: the attention for padding-free and packed batches;
 - `generation`: batched, left-padded generation (what eval runs and serving will run);
 - `batching`: continuous batching over one base with a LoRA adapter per row (what serving runs),
-  and `sampling`, each row's next token with its own sampling parameters;
+  `sampling`, each row's next token with its own sampling parameters, and `stacked_lora`, rows
+  of several adapters in one forward;
 - `scoring`: teacher-forced log-probabilities of continuations.
 
 Importing the package imports nothing heavy; each module imports torch and the Hugging Face stack.

@@ -14,8 +14,18 @@ attention mask and KV cache (a `DynamicCache`, tensors [rows, heads, columns, he
 - Position ids follow the mask (a row's padding does not shift it), and the pending token of each
   row is not in the cache yet; so a row computes what it would alone: greedy answers equal plain
   `model.generate`'s, batched or not.
-- Adapters: on a `PeftModel` every forward passes `adapter_names` (one per row, "__base__" for
-  none), which PEFT applies row by row within the one batched forward.
+- Adapters: on a `PeftModel` a forward over rows of several adapters adds each row's LoRA delta
+  with the adapters' weights stacked per layer (`stacked_lora`; PEFT's `adapter_names`, one per
+  row, "__base__" for none, where they cannot be stacked); a batch on a single adapter runs it
+  active, an all-base batch with the adapter layers disabled.
+
+A service drives it from one worker thread (`add` and `cancel` come from any thread):
+
+    engine = BatchEngine(peft_model, eos_ids, pad_id, max_batch_size=32)
+    engine.add(Request("r1", prompt_ids, Sampling(max_new_tokens=64), adapter="support-v3"))
+    while engine.has_work():
+        for token in engine.step():  # one token per running request, finish_reason on its last
+            deliver(token)
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from llmops_ml.sampling import Sampling, choose_tokens, generator_for
+from llmops_ml.stacked_lora import StackedLora
 
 __all__ = [
     "BASE",
@@ -210,9 +221,11 @@ class BatchEngine:
         self.max_prefill_tokens = max_prefill_tokens
         self.device = device if device is not None else _model_device(model)
         self._peft = _is_peft(model)
+        self._stacked = StackedLora(model) if self._peft else None
         base = model.get_base_model() if self._peft else model
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
-        self._vocab_size: int = model.get_input_embeddings().num_embeddings
+        embeddings = model.get_input_embeddings()  # a LoRA on them wraps the base layer
+        self._vocab_size: int = getattr(embeddings, "base_layer", embeddings).num_embeddings
         self._lock = threading.Lock()
         self._waiting: deque[Request] = deque()
         self._cancelled: set[str] = set()
@@ -225,8 +238,9 @@ class BatchEngine:
     def add(self, request: Request) -> None:
         """Queues `request`; it joins the running batch at a following step.
 
-        Raises ValueError for an empty prompt, a token id outside the vocabulary or an id
-        already in flight, and UnknownAdapterError for an adapter the model does not have.
+        Raises ValueError for an empty prompt, a token id outside the vocabulary, an id
+        already in flight or a DoRA adapter, and UnknownAdapterError for an adapter the model
+        does not have.
         """
         if not request.prompt_ids:
             raise ValueError(f"request {request.id!r} has an empty prompt")
@@ -236,6 +250,9 @@ class BatchEngine:
             )
         if request.adapter is not None and request.adapter not in self.adapter_names():
             raise UnknownAdapterError(f"adapter {request.adapter!r} is not loaded")
+        if request.adapter is not None and self.model.peft_config[request.adapter].use_dora:
+            # PEFT refuses adapter_names with DoRA, so its rows could share no mixed batch
+            raise ValueError(f"adapter {request.adapter!r} is a DoRA adapter: not batchable")
         with self._lock:
             if request.id in self._in_flight:
                 raise ValueError(f"request {request.id!r} is already in flight")
@@ -381,23 +398,26 @@ class BatchEngine:
     def _adapters(
         self, rows: Sequence[_Row], inputs: dict[str, Any]
     ) -> AbstractContextManager[Any]:
-        """Routes each row to its adapter for one forward.
+        """Routes each row to its adapter for one forward, the cheapest exact way.
 
-        Rows of several adapters get PEFT's `adapter_names` (one per row). A batch on one adapter
-        runs it as the active adapter instead, and an all-base batch with the adapters disabled:
-        the same arithmetic per row without PEFT's per-adapter gather and scatter in every LoRA
-        layer (on the tiny model, a decode forward 15% faster on one adapter, 25% on the base).
+        A batch on one adapter runs it as the active adapter, an all-base batch with the adapter
+        layers disabled, a mixed one through `StackedLora` (every row's delta in two batched
+        matmuls per layer) or, for adapters it cannot stack, PEFT's `adapter_names`. Decode
+        forward of the tiny model at batch 64: 5 ms on one adapter, 3.7 on the base, 10 mixing
+        4 adapters (14 with `adapter_names`, which also costs 5.7 on the base alone).
         """
-        if not self._peft:
+        if self._stacked is None:
             return nullcontext()
         names = {row.adapter_name for row in rows}
         if names == {BASE}:
-            return self.model.disable_adapter()  # type: ignore[no-any-return]
+            return self._stacked.base_only()
         if len(names) == 1:
             (name,) = names
             if self.model.active_adapter != name:
                 self.model.set_adapter(name)
             return nullcontext()
+        if self._stacked.usable():
+            return self._stacked.rows([row.request.adapter for row in rows])
         inputs["adapter_names"] = [row.adapter_name for row in rows]
         return nullcontext()
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from llmops_ml import loading, placement
+from llmops_ml import loading, placement, stacked_lora
 from llmops_ml.batching import (
     BASE,
     BatchEngine,
@@ -49,15 +49,17 @@ class Served:
         )
 
 
-def _random_adapter(base_dir: Path, path: Path, seed: int) -> Path:
+def _random_adapter(base_dir: Path, path: Path, seed: int, **options: Any) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(base_dir))
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    settings: dict[str, Any] = {"r": 4, "lora_alpha": 16, "target_modules": "all-linear"}
+    config = LoraConfig(**{**settings, **options}, init_lora_weights=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", GRADIENT_CHECKPOINTING_NOTICE, FutureWarning)
+        warnings.filterwarnings("ignore", "Setting `save_embedding_layers`", UserWarning)
         get_peft_model(base, config).save_pretrained(str(path))
     return path
 
@@ -476,3 +478,65 @@ def test_a_failed_forward_drops_its_rows_and_the_engine_goes_on(served: Served) 
     out = run(engine)
     assert sorted(out) == ["r2"]
     assert ids(out["r2"]) == alone(served, served.prompts[2], None)
+
+
+def test_one_new_token_finishes_at_the_prefill_and_an_idle_step_is_empty(served: Served) -> None:
+    engine = served.engine()
+    assert engine.step() == [] and not engine.has_work()
+    engine.add(Request("one", served.prompts[0], Sampling(max_new_tokens=1), "a"))
+    engine.add(Request("more", served.prompts[1], Sampling(max_new_tokens=3), "b"))
+    first = engine.step()
+    expected = hf_generate(served, served.prompts[0], "a", 1)
+    assert Token("one", expected[0], "length") in first
+    assert engine.running == 1
+    out = run(engine)
+    assert len(out["more"]) == 2 and "one" not in out
+
+
+@pytest.mark.parametrize(
+    ("options", "stacked"),
+    [
+        ({"r": 2, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}, True),
+        ({"target_modules": ["q_proj", "embed_tokens"]}, False),  # PEFT's adapter_names path
+    ],
+)
+def test_adapters_of_other_ranks_targets_and_kinds_mix_exactly(
+    served: Served, tmp_path: Path, options: dict[str, Any], stacked: bool
+) -> None:
+    path = _random_adapter(
+        Path(served.model.get_base_model().name_or_path), tmp_path / "c", 5, **options
+    )
+    assert stacked_lora.supports(served.model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", GRADIENT_CHECKPOINTING_NOTICE, FutureWarning)
+        served.model.load_adapter(str(path), adapter_name="c")
+    try:
+        assert stacked_lora.supports(served.model) == stacked
+        adapters = ["c", "a", None, "c", "b", "c"]
+        requests = [
+            Request(str(i), prompt, GREEDY, adapter)
+            for i, (prompt, adapter) in enumerate(zip(served.prompts, adapters, strict=True))
+        ]
+        engine = served.engine()
+        for request in requests:
+            engine.add(request)
+        out = run(engine)
+        expected = {r.id: hf_generate(served, r.prompt_ids, r.adapter, 10) for r in requests}
+        assert {r.id: ids(out[r.id]) for r in requests} == expected
+        assert expected["0"] != alone(served, served.prompts[0], None)
+    finally:
+        _delete_adapter(served.model, "c")
+
+
+def test_a_dora_adapter_is_refused(served: Served, tmp_path: Path) -> None:
+    path = _random_adapter(
+        Path(served.model.get_base_model().name_or_path), tmp_path / "d", 6, use_dora=True
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", GRADIENT_CHECKPOINTING_NOTICE, FutureWarning)
+        served.model.load_adapter(str(path), adapter_name="d")
+    try:
+        with pytest.raises(ValueError, match="DoRA"):
+            served.engine().add(Request("x", served.prompts[0], GREEDY, "d"))
+    finally:
+        _delete_adapter(served.model, "d")
