@@ -7,7 +7,10 @@ decided in one place. bitsandbytes is imported only for a 4-bit load.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +28,9 @@ from llmops_ml.attention import flattened_attention
 from llmops_ml.placement import Placement, choose
 
 __all__ = [
+    "IDLE_ADAPTER",
     "LoadedModel",
+    "attach_adapter",
     "disable_cpu_inference_repack",
     "eos_ids",
     "four_bit_config",
@@ -34,6 +39,7 @@ __all__ = [
     "load_merged",
     "load_model",
     "load_tokenizer",
+    "with_idle_adapter",
 ]
 
 log = logging.getLogger("llmops.ml")
@@ -115,6 +121,50 @@ def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
 def load_adapter(model: Any, adapter_dir: Path, *, trainable: bool) -> Any:
     """`model` wrapped with the adapter in `adapter_dir` (named "default")."""
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+IDLE_ADAPTER = "__idle__"
+"""The adapter `with_idle_adapter` adds: rank 1, output exactly zero."""
+
+_PEFT_NOTICES = ("`is_gradient_checkpointing` is deprecated",)
+"""Deprecation notices PEFT trips inside transformers when it wraps a model; not ours to fix."""
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for notice in _PEFT_NOTICES:
+            warnings.filterwarnings("ignore", notice, FutureWarning)
+        yield
+
+
+def with_idle_adapter(model: Any) -> Any:
+    """`model` wrapped in a `PeftModel` whose one adapter (`IDLE_ADAPTER`) adds exactly zero.
+
+    For a server that attaches adapters by name while requests run (`attach_adapter`): the
+    wrapper exists from the start, so attaching the first adapter does not replace the model
+    under running requests. The idle adapter is a rank-1 LoRA with zero B (PEFT's default init)
+    on one linear layer; it is also what the active adapter is set back to before the active one
+    is deleted.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    target = next(
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    )
+    config = LoraConfig(r=1, target_modules=[target], init_lora_weights=True)
+    with _quiet_peft():
+        wrapped = get_peft_model(model, config, adapter_name=IDLE_ADAPTER)
+    wrapped.eval()
+    return wrapped
+
+
+def attach_adapter(model: Any, adapter_dir: Path, name: str) -> None:
+    """Attaches the adapter in `adapter_dir` to the `PeftModel` `model` under `name`."""
+    with _quiet_peft():
+        model.load_adapter(str(adapter_dir), adapter_name=name)
 
 
 def load_merged(model_dir: Path, adapter_dir: Path | None, placement: Placement) -> Any:

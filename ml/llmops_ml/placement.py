@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["CPU", "DeviceRequest", "Placement", "choose"]
+__all__ = ["CPU", "DeviceRequest", "Placement", "choose", "set_threads"]
 
 DeviceRequest = Literal["auto", "cpu", "cuda"]
 """A caller's wish: the GPU when there is one ("auto"), or a device named outright."""
@@ -48,3 +48,12 @@ def choose(device: DeviceRequest = "auto") -> Placement:
     if not torch.cuda.is_available():
         raise RuntimeError("a CUDA device was asked for, and CUDA is not available")
     return Placement(torch.device("cuda"), torch.bfloat16)
+
+
+def set_threads(count: int) -> None:
+    """Torch's thread count for this process (at least 1).
+
+    Set explicitly, never left to torch's default of one per core: two torch processes sharing
+    the cores (a worker and an inference engine) slow each other down by an order of magnitude.
+    """
+    torch.set_num_threads(max(1, count))

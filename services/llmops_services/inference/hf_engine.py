@@ -28,9 +28,8 @@ import contextlib
 import itertools
 import logging
 import threading
-import warnings
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from llmops_services.errors import (
@@ -50,9 +49,6 @@ from llmops_services.settings import Settings
 
 log = logging.getLogger("llmops.inference")
 
-IDLE_ADAPTER = "__idle__"
-_PEFT_NOTICES = ("`is_gradient_checkpointing` is deprecated",)
-"""Deprecation notices PEFT trips inside transformers when it wraps a model; not ours to fix."""
 
 Sink = Callable[[Any], None]
 """Where the driver thread hands a request's engine tokens (or the error that ended it)."""
@@ -77,31 +73,6 @@ class HFTokenizer:
         return text
 
 
-@contextlib.contextmanager
-def _quiet_peft() -> Iterator[None]:
-    with warnings.catch_warnings():
-        for notice in _PEFT_NOTICES:
-            warnings.filterwarnings("ignore", notice, FutureWarning)
-        yield
-
-
-def _with_idle_adapter(model: Any) -> Any:
-    """`model` wrapped in a PeftModel whose active adapter adds exactly zero."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    target = next(
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear)
-    )
-    config = LoraConfig(r=1, target_modules=[target], init_lora_weights=True)
-    with _quiet_peft():
-        wrapped = get_peft_model(model, config, adapter_name=IDLE_ADAPTER)
-    wrapped.eval()
-    return wrapped
-
-
 class LoadedBase:
     """One base model, the adapters attached to it, and the BatchEngine that decodes for it,
     driven by its own thread."""
@@ -116,7 +87,7 @@ class LoadedBase:
         model.eval()
         self.base_id = files.base_id
         self.tokenizer = HFTokenizer(tokenizer, int(model.config.max_position_embeddings))
-        self.model = _with_idle_adapter(model)
+        self.model = loading.with_idle_adapter(model)
         self.engine = BatchEngine(
             self.model,
             list(loading.eos_ids(model, tokenizer)),
@@ -292,15 +263,20 @@ class LoadedBase:
                     retry_after=self._settings.inference_retry_after_seconds,
                 )
             if self.model.active_adapter == victim:  # the batch engine sets it per batch
+                from llmops_ml.loading import IDLE_ADAPTER
+
                 self.model.set_adapter(IDLE_ADAPTER)
             self.model.delete_adapter(victim)
             del self._adapters[victim]
             log.info("evicted adapter %s from %s", victim, self.base_id)
 
     def _load(self, name: str, files: ModelFiles) -> None:
+        from llmops_ml.loading import attach_adapter
+
+        if files.adapter_dir is None:
+            raise ValueError(f"{name} is not an adapter")  # callers attach adapters only
         try:
-            with _quiet_peft():
-                self.model.load_adapter(str(files.adapter_dir), adapter_name=name)
+            attach_adapter(self.model, files.adapter_dir, name)
         except Exception as exc:  # PEFT raises many kinds on files that do not fit the base
             raise FailedPrecondition(
                 f"adapter {name} could not be loaded on {self.base_id}: {exc}",
@@ -365,9 +341,9 @@ class HFEngine:
 
     def _set_threads(self) -> None:
         if not self._threads_set:
-            import torch
+            from llmops_ml.placement import set_threads
 
-            torch.set_num_threads(self._settings.inference_threads)
+            set_threads(self._settings.inference_threads)
             self._threads_set = True
 
     async def tokenizer(self, files: ModelFiles) -> HFTokenizer:
