@@ -508,3 +508,41 @@ async def test_a_model_in_the_artifact_store_is_served_from_it(
     served = await stack.inference.Generate(request(stored.id))
     local = await stack.inference.Generate(request(stack.adapter_ids[0]))
     assert served.text == local.text
+
+
+async def test_llmops_generate_prints_the_answer_streams_it_and_speaks_json(
+    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+) -> None:
+    """The CLI over the same server: `helper` is the newest version (the second adapter)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmops.cli.main import app
+
+    def llmops_cli(*args: str) -> Any:
+        return CliRunner().invoke(app, ["--address", stack.server.address, *args])
+
+    expected = reference(adapters[1], PROMPT, TOKENS)
+    asked = ["generate", "--model", "helper", "--prompt", PROMPT, "--max-new-tokens", str(TOKENS)]
+    plain = llmops_cli(*asked)
+    assert (plain.exit_code, plain.stdout) == (0, expected + "\n"), plain.stderr
+    streamed_out = llmops_cli(*asked, "--stream")
+    assert (streamed_out.exit_code, streamed_out.stdout) == (0, expected + "\n")
+    answer = json.loads(llmops_cli(*asked, "-o", "json").stdout)
+    assert (answer["text"], answer["model"]) == (expected, stack.adapter_ids[1])
+    lines = [
+        json.loads(line)
+        for line in llmops_cli(*asked, "--stream", "-o", "json").stdout.splitlines()
+    ]
+    assert lines[0]["model"] == stack.adapter_ids[1]
+    assert "".join(line.get("text_delta", "") for line in lines) == expected
+    assert lines[-1]["finish_reason"] in ("FINISH_REASON_LENGTH", "FINISH_REASON_STOP")
+
+    templated = llmops_cli("generate", "-m", "tiny", "-t", "summarization", "--text", "A river.")
+    assert templated.exit_code == 0, templated.stderr
+    missing = llmops_cli("generate", "--model", "tiny")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == "error: give --prompt, or --template with --text"
+    refused = llmops_cli("generate", "--model", "ghost", "--prompt", PROMPT)
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: NOT_FOUND")

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from llmops.cli import datasets, evals, jobs, models, registry, train
+from llmops.cli import datasets, evals, generate, jobs, models, registry, train
 from llmops.cli._common import CliState, LlmopsGroup
 from llmops.cli.plugins import load_plugins
 
@@ -71,6 +71,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(evals.app, name="eval")
+app.command("generate")(generate.generate)
 
 # Last, so they follow the client commands in --help: the server's and the workers' commands
 # (up, serve, keys, worker, models build-tiny) where their packages are installed.
