@@ -4,7 +4,7 @@ prompt or a text rendered into a prompt template; `--stream` prints the text as 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,35 +46,26 @@ def generate(
     """Generate a completion. Give --prompt, or --template with --text (or with --prompt)."""
     if not prompt and not (template and text):
         usage_fail("give --prompt, or --template with --text")
+    request: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "template_id": template,
+        "text": text,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": stop or (),
+    }
     inference = client(ctx).inference
     if not stream:
-        response = inference.generate(
-            model,
-            prompt,
-            template,
-            text,
-            max_new_tokens,
-            temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=stop or (),
-        )
+        response = inference.generate(**request)
         if output == OutputFormat.json:
             print_json(response)
         else:
             typer.echo(response.text)
         return
-    messages = inference.stream_generate(
-        model,
-        prompt,
-        template,
-        text,
-        max_new_tokens,
-        temperature,
-        top_p=top_p,
-        seed=seed,
-        stop=stop or (),
-    )
+    messages = inference.stream_generate(**request)
     for message in messages:  # JSON: one object a line, as each message arrives
         if output == OutputFormat.json:
             typer.echo(json.dumps(to_dict(message)))
