@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmops/v1/inference_service.proto\x12\tllmops.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"h\n\x0eSamplingParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\"\x9a\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12+\n\x08sampling\x18\x06 \x01(\x0b\x32\x19.llmops.v1.SamplingParams\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\x9f\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x17.llmops.v1.FinishReason\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x17\n\x0frendered_prompt\x18\x05 \x01(\t\"J\n\x15StreamGenerateRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmops.v1.GenerateRequestB\x04\xe2\x41\x01\x02\"\x8c\x01\n\x16StreamGenerateResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12.\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x17.llmops.v1.FinishReason\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xe9\x01\n\x10InferenceService\x12\\\n\x08Generate\x12\x1a.llmops.v1.GenerateRequest\x1a\x1b.llmops.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12w\n\x0eStreamGenerate\x12 .llmops.v1.StreamGenerateRequest\x1a!.llmops.v1.StreamGenerateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/generate:stream:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmops/v1/inference_service.proto\x12\tllmops.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x9e\x01\n\x0eSamplingParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x01\x12\t\n\x01n\x18\x08 \x01(\x05\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc4\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12+\n\x08sampling\x18\x06 \x01(\x0b\x32\x19.llmops.v1.SamplingParams\x12(\n\x08messages\x18\x07 \x03(\x0b\x32\x16.llmops.v1.ChatMessage\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"U\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x17.llmops.v1.FinishReason\"\xc3\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x17.llmops.v1.FinishReason\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x17\n\x0frendered_prompt\x18\x05 \x01(\t\x12\"\n\x07\x63hoices\x18\x06 \x03(\x0b\x32\x11.llmops.v1.Choice\"J\n\x15StreamGenerateRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmops.v1.GenerateRequestB\x04\xe2\x41\x01\x02\"\x9b\x01\n\x16StreamGenerateResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12.\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x17.llmops.v1.FinishReason\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\x05\"\x19\n\x17ListServedModelsRequest\"K\n\rServedAdapter\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x17\n\x0f\x61\x63tive_requests\x18\x03 \x01(\x05\"z\n\nServedBase\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08\x61\x64\x61pters\x18\x02 \x03(\x0b\x32\x18.llmops.v1.ServedAdapter\x12\x18\n\x10running_requests\x18\x03 \x01(\x05\x12\x17\n\x0fqueued_requests\x18\x04 \x01(\x05\"Q\n\x18ListServedModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llmops.v1.ServedBase\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xe1\x02\n\x10InferenceService\x12\\\n\x08Generate\x12\x1a.llmops.v1.GenerateRequest\x1a\x1b.llmops.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12w\n\x0eStreamGenerate\x12 .llmops.v1.StreamGenerateRequest\x1a!.llmops.v1.StreamGenerateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/generate:stream:\x01*0\x01\x12v\n\x10ListServedModels\x12\".llmops.v1.ListServedModelsRequest\x1a#.llmops.v1.ListServedModelsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/served-modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,20 +41,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFERENCESERVICE'].methods_by_name['Generate']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/generate:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['StreamGenerate']._loaded_options = None
   _globals['_INFERENCESERVICE'].methods_by_name['StreamGenerate']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/generate:stream:\001*'
-  _globals['_FINISHREASON']._serialized_start=814
-  _globals['_FINISHREASON']._serialized_end=909
-  _globals['_SAMPLINGPARAMS']._serialized_start=111
-  _globals['_SAMPLINGPARAMS']._serialized_end=215
-  _globals['_GENERATEREQUEST']._serialized_start=218
-  _globals['_GENERATEREQUEST']._serialized_end=372
-  _globals['_USAGE']._serialized_start=374
-  _globals['_USAGE']._serialized_end=431
-  _globals['_GENERATERESPONSE']._serialized_start=434
-  _globals['_GENERATERESPONSE']._serialized_end=593
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=595
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=669
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=672
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=812
-  _globals['_INFERENCESERVICE']._serialized_start=912
-  _globals['_INFERENCESERVICE']._serialized_end=1145
+  _globals['_INFERENCESERVICE'].methods_by_name['ListServedModels']._loaded_options = None
+  _globals['_INFERENCESERVICE'].methods_by_name['ListServedModels']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/served-models'
+  _globals['_FINISHREASON']._serialized_start=1406
+  _globals['_FINISHREASON']._serialized_end=1501
+  _globals['_SAMPLINGPARAMS']._serialized_start=112
+  _globals['_SAMPLINGPARAMS']._serialized_end=270
+  _globals['_CHATMESSAGE']._serialized_start=272
+  _globals['_CHATMESSAGE']._serialized_end=316
+  _globals['_GENERATEREQUEST']._serialized_start=319
+  _globals['_GENERATEREQUEST']._serialized_end=515
+  _globals['_USAGE']._serialized_start=517
+  _globals['_USAGE']._serialized_end=574
+  _globals['_CHOICE']._serialized_start=576
+  _globals['_CHOICE']._serialized_end=661
+  _globals['_GENERATERESPONSE']._serialized_start=664
+  _globals['_GENERATERESPONSE']._serialized_end=859
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=861
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=935
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=938
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1093
+  _globals['_LISTSERVEDMODELSREQUEST']._serialized_start=1095
+  _globals['_LISTSERVEDMODELSREQUEST']._serialized_end=1120
+  _globals['_SERVEDADAPTER']._serialized_start=1122
+  _globals['_SERVEDADAPTER']._serialized_end=1197
+  _globals['_SERVEDBASE']._serialized_start=1199
+  _globals['_SERVEDBASE']._serialized_end=1321
+  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_start=1323
+  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_end=1404
+  _globals['_INFERENCESERVICE']._serialized_start=1504
+  _globals['_INFERENCESERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,9 @@ class SamplingParams(_message.Message):
     TOP_P_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    REPETITION_PENALTY_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
     max_new_tokens: _builtins.int
     """Maximum new tokens (default 64)."""
     temperature: _builtins.float
@@ -60,6 +63,14 @@ class SamplingParams(_message.Message):
     """Nucleus sampling mass (used when temperature > 0)."""
     seed: _builtins.int
     """Random seed for sampling."""
+    top_k: _builtins.int
+    """Keep only the k most likely tokens when sampling; 0 means no cut."""
+    repetition_penalty: _builtins.float
+    """CTRL's penalty on tokens already in the prompt or the answer; 0 means 1 (none)."""
+    n: _builtins.int
+    """How many answers to generate for the prompt (1..8); 0 means 1. With a seed, answer i
+    samples with seed + i.
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stop when any of these strings is produced."""
@@ -72,14 +83,43 @@ class SamplingParams(_message.Message):
         top_p: _builtins.float = ...,
         seed: _builtins.int = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
+        top_k: _builtins.int = ...,
+        repetition_penalty: _builtins.float = ...,
+        n: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_new_tokens", b"max_new_tokens", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_new_tokens", b"max_new_tokens", "n", b"n", "repetition_penalty", b"repetition_penalty", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SamplingParams: _TypeAlias = SamplingParams  # noqa: Y015
+
+@_typing.final
+class ChatMessage(_message.Message):
+    """One message of a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """`system`, `user` or `assistant`."""
+    content: _builtins.str
+    """What the message says."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
 
 @_typing.final
 class GenerateRequest(_message.Message):
@@ -93,6 +133,7 @@ class GenerateRequest(_message.Message):
     TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model id, name or `name@alias`; defaults to the configured default model."""
     prompt: _builtins.str
@@ -109,6 +150,12 @@ class GenerateRequest(_message.Message):
     def sampling(self) -> Global___SamplingParams:
         """Sampling settings."""
 
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """A conversation, rendered with the model's chat template and a generation prompt for the
+        assistant's next turn. Give either `messages` or a prompt (or template), not both.
+        """
+
     def __init__(
         self,
         *,
@@ -118,10 +165,11 @@ class GenerateRequest(_message.Message):
         template_version: _builtins.int = ...,
         text: _builtins.str = ...,
         sampling: Global___SamplingParams | None = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prompt", b"prompt", "sampling", b"sampling", "template_id", b"template_id", "template_version", b"template_version", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "prompt", b"prompt", "sampling", b"sampling", "template_id", b"template_id", "template_version", b"template_version", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,7 +186,7 @@ class Usage(_message.Message):
     prompt_tokens: _builtins.int
     """Tokens in the prompt."""
     completion_tokens: _builtins.int
-    """Tokens generated."""
+    """Tokens generated, over all answers."""
     def __init__(
         self,
         *,
@@ -154,6 +202,36 @@ class Usage(_message.Message):
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
+class Choice(_message.Message):
+    """One of the answers to a request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Its place among the request's `n` answers, from 0."""
+    text: _builtins.str
+    """The generated text."""
+    finish_reason: Global___FinishReason.ValueType
+    """Why it stopped."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        text: _builtins.str = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "index", b"index", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Choice: _TypeAlias = Choice  # noqa: Y015
+
+@_typing.final
 class GenerateResponse(_message.Message):
     """Response of Generate."""
 
@@ -164,6 +242,7 @@ class GenerateResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     RENDERED_PROMPT_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The generated text."""
     model: _builtins.str
@@ -171,10 +250,14 @@ class GenerateResponse(_message.Message):
     finish_reason: Global___FinishReason.ValueType
     """Why it stopped."""
     rendered_prompt: _builtins.str
-    """The prompt as sent to the model, after rendering the template."""
+    """The prompt as sent to the model, after rendering the template or the chat messages."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Token counts."""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Choice]:
+        """Every answer, in index order; `text` and `finish_reason` repeat the first one's."""
 
     def __init__(
         self,
@@ -184,10 +267,11 @@ class GenerateResponse(_message.Message):
         finish_reason: Global___FinishReason.ValueType = ...,
         usage: Global___Usage | None = ...,
         rendered_prompt: _builtins.str = ...,
+        choices: _abc.Iterable[Global___Choice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "model", b"model", "rendered_prompt", b"rendered_prompt", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "finish_reason", b"finish_reason", "model", b"model", "rendered_prompt", b"rendered_prompt", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,12 +311,17 @@ class StreamGenerateResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
     text_delta: _builtins.str
     """Text produced since the previous message."""
     finish_reason: Global___FinishReason.ValueType
     """Set on the last message only."""
     model: _builtins.str
     """The model that produces it (id), on the first message."""
+    index: _builtins.int
+    """The answer this delta belongs to (with `n` > 1); its finish_reason is set on that
+    answer's last message, and usage on the stream's last message.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Set on the last message only."""
@@ -244,11 +333,123 @@ class StreamGenerateResponse(_message.Message):
         finish_reason: Global___FinishReason.ValueType = ...,
         usage: Global___Usage | None = ...,
         model: _builtins.str = ...,
+        index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "model", b"model", "text_delta", b"text_delta", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "index", b"index", "model", b"model", "text_delta", b"text_delta", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamGenerateResponse: _TypeAlias = StreamGenerateResponse  # noqa: Y015
+
+@_typing.final
+class ListServedModelsRequest(_message.Message):
+    """Request for ListServedModels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServedModelsRequest: _TypeAlias = ListServedModelsRequest  # noqa: Y015
+
+@_typing.final
+class ServedAdapter(_message.Message):
+    """An adapter attached to a loaded base."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ACTIVE_REQUESTS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The adapter's model id."""
+    size_bytes: _builtins.int
+    """Its size on disk."""
+    active_requests: _builtins.int
+    """Requests using it now (an adapter in use is never evicted)."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        active_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "model", b"model", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServedAdapter: _TypeAlias = ServedAdapter  # noqa: Y015
+
+@_typing.final
+class ServedBase(_message.Message):
+    """A base model the engine has loaded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ADAPTERS_FIELD_NUMBER: _builtins.int
+    RUNNING_REQUESTS_FIELD_NUMBER: _builtins.int
+    QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The base's model id."""
+    running_requests: _builtins.int
+    """Requests in its running batch."""
+    queued_requests: _builtins.int
+    """Requests waiting to join it."""
+    @_builtins.property
+    def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedAdapter]:
+        """Its attached adapters, least recently used first (the next to be evicted)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        adapters: _abc.Iterable[Global___ServedAdapter] | None = ...,
+        running_requests: _builtins.int = ...,
+        queued_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "model", b"model", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServedBase: _TypeAlias = ServedBase  # noqa: Y015
+
+@_typing.final
+class ListServedModelsResponse(_message.Message):
+    """Response of ListServedModels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    engine: _builtins.str
+    """The engine serving them (`hf` or `vllm`)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedBase]:
+        """The loaded bases; empty until the first request loads one."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ServedBase] | None = ...,
+        engine: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServedModelsResponse: _TypeAlias = ListServedModelsResponse  # noqa: Y015

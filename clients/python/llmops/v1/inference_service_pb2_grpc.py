@@ -46,6 +46,11 @@ class InferenceServiceStub:
                 request_serializer=llmops_dot_v1_dot_inference__service__pb2.StreamGenerateRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_inference__service__pb2.StreamGenerateResponse.FromString,
                 _registered_method=True)
+        self.ListServedModels = channel.unary_unary(
+                '/llmops.v1.InferenceService/ListServedModels',
+                request_serializer=llmops_dot_v1_dot_inference__service__pb2.ListServedModelsRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__service__pb2.ListServedModelsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -67,6 +72,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServedModels(self, request, context):
+        """Lists what the engine has loaded: each base model, its attached adapters (least recently
+        used first) and its running and queued requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +92,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.StreamGenerate,
                     request_deserializer=llmops_dot_v1_dot_inference__service__pb2.StreamGenerateRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_inference__service__pb2.StreamGenerateResponse.SerializeToString,
+            ),
+            'ListServedModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServedModels,
+                    request_deserializer=llmops_dot_v1_dot_inference__service__pb2.ListServedModelsRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__service__pb2.ListServedModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class InferenceService:
             '/llmops.v1.InferenceService/StreamGenerate',
             llmops_dot_v1_dot_inference__service__pb2.StreamGenerateRequest.SerializeToString,
             llmops_dot_v1_dot_inference__service__pb2.StreamGenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServedModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/ListServedModels',
+            llmops_dot_v1_dot_inference__service__pb2.ListServedModelsRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__service__pb2.ListServedModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

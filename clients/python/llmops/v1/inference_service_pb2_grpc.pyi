@@ -39,6 +39,10 @@ class InferenceServiceStub:
     """Generates a completion."""
     StreamGenerate: _grpc.UnaryStreamMultiCallable[_inference_service_pb2.StreamGenerateRequest, _inference_service_pb2.StreamGenerateResponse]
     """Generates a completion, streaming text as it is produced."""
+    ListServedModels: _grpc.UnaryUnaryMultiCallable[_inference_service_pb2.ListServedModelsRequest, _inference_service_pb2.ListServedModelsResponse]
+    """Lists what the engine has loaded: each base model, its attached adapters (least recently
+    used first) and its running and queued requests.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -51,6 +55,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """Generates a completion."""
     StreamGenerate: _aio.UnaryStreamMultiCallable[_inference_service_pb2.StreamGenerateRequest, _inference_service_pb2.StreamGenerateResponse]  # type: ignore[assignment]
     """Generates a completion, streaming text as it is produced."""
+    ListServedModels: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.ListServedModelsRequest, _inference_service_pb2.ListServedModelsResponse]  # type: ignore[assignment]
+    """Lists what the engine has loaded: each base model, its attached adapters (least recently
+    used first) and its running and queued requests.
+    """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Text generation with a base model or an adapter, with prompt templates.
@@ -72,5 +80,15 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_service_pb2.StreamGenerateResponse], _abc.AsyncIterator[_inference_service_pb2.StreamGenerateResponse]]:
         """Generates a completion, streaming text as it is produced."""
+
+    @_abc_1.abstractmethod
+    def ListServedModels(
+        self,
+        request: _inference_service_pb2.ListServedModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_service_pb2.ListServedModelsResponse, _abc.Awaitable[_inference_service_pb2.ListServedModelsResponse]]:
+        """Lists what the engine has loaded: each base model, its attached adapters (least recently
+        used first) and its running and queued requests.
+        """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
