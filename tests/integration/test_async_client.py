@@ -452,15 +452,15 @@ async def test_inference_calls_are_checked_then_resolved(server: ServerThread) -
         with pytest.raises(llmops.NotFound):  # no default model is registered
             await inference.generate(template_id="extraction", text="Ida Holm left.", timeout=5)
         with pytest.raises(llmops.NotFound):
-            await collect(inference.stream_generate("base", "2+2=", temperature=0.7, top_p=0.9))
+            await collect(inference.stream("base", "2+2=", temperature=0.7, top_p=0.9))
         with pytest.raises(llmops.InvalidArgument):
             await inference.generate("base", "2+2=", temperature=9)
-        with local_error("give a prompt, or a template_id with text"):
+        with local_error("give a prompt, a template_id with text, or messages"):
             await inference.generate("base")
         with local_error("text is rendered into a template: give template_id too"):
             await inference.generate("base", text="Ida Holm left.")
-        with local_error("give a prompt, or a template_id with text"):
-            inference.stream_generate("base", template_id="extraction")
+        with local_error("give a prompt, a template_id with text, or messages"):
+            inference.stream("base", template_id="extraction")
 
 
 # The sync Client: the calls the CLI does not make
@@ -556,7 +556,7 @@ def test_sync_training_eval_and_inference_are_checked_then_answered(
                 refused()
         unknown_model: tuple[Callable[[], object], ...] = (
             lambda: inference.generate("base", "2+2="),
-            lambda: list(inference.stream_generate(template_id="extraction", text="Ida left.")),
+            lambda: list(inference.stream(template_id="extraction", text="Ida left.")),
         )
         for unknown in unknown_model:
             with pytest.raises(llmops.NotFound):
@@ -580,7 +580,7 @@ def test_sync_training_eval_and_inference_are_checked_then_answered(
             runs.list(state="finished")
         with local_error("first is required"):
             runs.compare("", RUN)
-        with local_error("give a prompt, or a template_id with text"):
+        with local_error("give a prompt, a template_id with text, or messages"):
             inference.generate("base")
         with local_error("text is rendered into a template: give template_id too"):
-            inference.stream_generate("base", text="Ida left.")
+            inference.stream("base", text="Ida left.")

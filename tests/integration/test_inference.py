@@ -5,6 +5,7 @@ answers; aliases, templates, stop strings, limits, cancellation and adapter evic
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 import urllib.request
@@ -398,6 +399,12 @@ async def test_a_seeded_sample_repeats_and_differs_from_greedy(stack: Stack) -> 
         ({"top_p": 1.5}, "sampling.top_p"),
         ({"top_p": -0.1}, "sampling.top_p"),
         ({"stop": [""]}, "sampling.stop[0]"),
+        ({"top_k": -1}, "sampling.top_k"),
+        ({"top_k": 5000}, "sampling.top_k"),
+        ({"repetition_penalty": -1.0}, "sampling.repetition_penalty"),
+        ({"repetition_penalty": 3.0}, "sampling.repetition_penalty"),
+        ({"n": -1}, "sampling.n"),
+        ({"n": 9}, "sampling.n"),
     ],
 )
 async def test_bad_sampling_is_refused_with_field_violations(
@@ -546,3 +553,178 @@ async def test_llmops_generate_prints_the_answer_streams_it_and_speaks_json(
     assert missing.stderr.strip() == "error: give --prompt, or --template with --text"
     refused = llmops_cli("generate", "--model", "ghost", "--prompt", PROMPT)
     assert refused.exit_code == 1 and refused.stderr.startswith("error: NOT_FOUND")
+
+
+def chat(model: str, *turns: tuple[str, str], **sampling: Any) -> ipb.GenerateRequest:
+    sampling.setdefault("max_new_tokens", TOKENS)
+    messages = [ipb.ChatMessage(role=role, content=content) for role, content in turns]
+    return ipb.GenerateRequest(
+        model=model, messages=messages, sampling=ipb.SamplingParams(**sampling)
+    )
+
+
+CONVERSATION = (
+    ("system", "You summarize."),
+    ("user", "The river runs past the town."),
+    ("assistant", "A river, a town."),
+    ("user", "The bridge is old."),
+)
+
+
+async def test_messages_are_rendered_with_the_models_chat_template(
+    stack: Stack, tiny_models: TinyModels, adapters: list[Path], reference: Callable[..., str]
+) -> None:
+    from llmops_ml import loading
+
+    tokenizer = loading.load_tokenizer(tiny_models.base)
+    expected = tokenizer.apply_chat_template(
+        [{"role": r, "content": c} for r, c in CONVERSATION],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert isinstance(expected, str) and expected.endswith("assistant:")
+    answer = await stack.inference.Generate(chat(stack.adapter_ids[0], *CONVERSATION))
+    assert answer.rendered_prompt == expected
+    assert answer.text == reference(adapters[0], expected, TOKENS)
+    as_prompt = await stack.inference.Generate(request(stack.adapter_ids[0], expected))
+    assert as_prompt.text == answer.text
+    assert as_prompt.usage == answer.usage
+
+
+async def test_bad_messages_are_refused_with_field_violations(stack: Stack) -> None:
+    turn = ("user", "hello")
+    with_prompt = chat("tiny", turn)
+    with_prompt.prompt = "x"
+    refused = await expect_error(stack.inference.Generate(with_prompt), INVALID)
+    assert refused.fields == ["prompt"]
+    with_template = chat("tiny", turn)
+    with_template.template_id = "summarization"
+    refused = await expect_error(stack.inference.Generate(with_template), INVALID)
+    assert refused.fields == ["template_id"]
+    refused = await expect_error(
+        stack.inference.Generate(chat("tiny", turn, ("robot", "x"))), INVALID
+    )
+    assert refused.fields == ["messages[1].role"]
+    long = chat("tiny", ("user", "river " * 400))
+    refused = await expect_error(stack.inference.Generate(long), INVALID)
+    assert refused.fields == ["messages"]
+    call = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=chat("tiny", ("", "x")))
+    )
+    assert (await expect_error(call.read(), INVALID)).fields == ["request.messages[0].role"]
+
+
+async def test_a_model_without_a_chat_template_refuses_messages(
+    stack: Stack, tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_models.base, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    model = await stack.registry.CreateModel(base_model("plain", plain))
+    refused = await expect_error(
+        stack.inference.Generate(chat(model.id, ("user", "hi"))),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert refused.subjects == [f"models/{model.id}"]
+    assert "chat template" in refused.message
+    assert (await stack.inference.Generate(request(model.id))).text  # a prompt still works
+
+
+async def test_n_answers_sample_with_seed_plus_their_index(stack: Stack) -> None:
+    adapter = stack.adapter_ids[1]
+    many = await stack.inference.Generate(request(adapter, temperature=1.5, seed=40, n=3))
+    assert [c.index for c in many.choices] == [0, 1, 2]
+    alone = [
+        await stack.inference.Generate(request(adapter, temperature=1.5, seed=40 + i))
+        for i in range(3)
+    ]
+    assert [c.text for c in many.choices] == [a.text for a in alone]
+    assert [c.finish_reason for c in many.choices] == [a.finish_reason for a in alone]
+    assert len({c.text for c in many.choices}) == 3
+    assert (many.text, many.finish_reason) == (many.choices[0].text, many.choices[0].finish_reason)
+    assert many.usage.prompt_tokens == alone[0].usage.prompt_tokens
+    assert many.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+
+    messages = await streamed(stack.inference, request(adapter, temperature=1.5, seed=40, n=3))
+    texts = ["", "", ""]
+    for message in messages:
+        texts[message.index] += message.text_delta
+    assert texts == [c.text for c in many.choices]
+    ends = [m for m in messages if m.finish_reason]
+    assert sorted(m.index for m in ends) == [0, 1, 2]
+    assert [m.usage == many.usage for m in messages] == [False] * (len(messages) - 1) + [True]
+
+
+async def test_top_k_and_repetition_penalty_reach_the_sampler(stack: Stack) -> None:
+    adapter = stack.adapter_ids[0]
+    greedy = (await stack.inference.Generate(request(adapter, max_new_tokens=40))).text
+    top_1 = await stack.inference.Generate(
+        request(adapter, max_new_tokens=40, temperature=1.5, top_k=1, seed=3)
+    )
+    assert top_1.text == greedy  # only the most likely token is left to sample
+    sampled = await stack.inference.Generate(
+        request(adapter, max_new_tokens=40, temperature=1.5, seed=3)
+    )
+    assert sampled.text != greedy
+    penalized = [
+        (
+            await stack.inference.Generate(
+                request(adapter, max_new_tokens=40, repetition_penalty=1.8)
+            )
+        ).text
+        for _ in range(2)
+    ]
+    assert penalized[0] == penalized[1] != greedy
+
+
+async def test_listed_served_models_show_bases_and_their_adapters_lru_first(
+    serve: Callable[..., Any],
+) -> None:
+    stack: Stack = await serve(inference_max_adapters=2)
+    empty = await stack.inference.ListServedModels(ipb.ListServedModelsRequest())
+    assert (list(empty.models), empty.engine) == ([], "hf")
+    first, second = stack.adapter_ids
+    for model in (first, second, first):
+        await stack.inference.Generate(request(model))
+    [served] = (await stack.inference.ListServedModels(ipb.ListServedModelsRequest())).models
+    assert served.model == stack.base_id
+    assert [a.model for a in served.adapters] == [second, first]
+    assert all(a.size_bytes > 0 and a.active_requests == 0 for a in served.adapters)
+    busy = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request(second, max_new_tokens=2000))
+    )
+    await busy.read()
+    [served] = (await stack.inference.ListServedModels(ipb.ListServedModelsRequest())).models
+    assert [(a.model, a.active_requests) for a in served.adapters] == [(first, 0), (second, 1)]
+    assert served.running_requests + served.queued_requests == 1
+    busy.cancel()
+
+
+async def test_llmops_chat_answers_one_turn_from_flags_or_stdin(
+    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+) -> None:
+    """`llmops chat` renders the conversation with the chat template, as Generate does."""
+    from typer.testing import CliRunner
+
+    from llmops.cli.main import app
+
+    def llmops_cli(*args: str, stdin: str | None = None) -> Any:
+        return CliRunner().invoke(app, ["--address", stack.server.address, *args], input=stdin)
+
+    expected = (
+        await stack.inference.Generate(chat("helper", ("system", "Be brief."), ("user", "Hello")))
+    ).text
+    flags = ["chat", "-m", "helper", "--system", "Be brief.", "--max-new-tokens", str(TOKENS)]
+    one = llmops_cli(*flags, "Hello")
+    assert (one.exit_code, one.stdout) == (0, expected + "\n"), one.stderr
+    piped = llmops_cli(*flags, "--stream", stdin="Hello\n")
+    assert (piped.exit_code, piped.stdout) == (0, expected + "\n"), piped.stderr
+    answer = json.loads(llmops_cli(*flags, "Hello", "-o", "json").stdout)
+    assert answer["rendered_prompt"].startswith("system: Be brief.")
+    several = llmops_cli(*flags, "Hello", "-n", "2", "--temperature", "1.2", "--seed", "5")
+    assert several.stdout.startswith("[0] ") and "\n[1] " in several.stdout
+    nothing = llmops_cli("chat", "-m", "helper", stdin="")
+    assert nothing.exit_code == 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from llmops import enums
 from llmops.hyperparameters import hyperparameters_from_dict
@@ -425,21 +425,51 @@ def compare_eval_runs(first: str, second: str) -> eval_service_pb2.CompareEvalRu
 # Inference
 
 
+class Sampling(TypedDict, total=False):
+    """How to pick the tokens of an answer; unset values take the server's defaults (64 new
+    tokens, greedy)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    n: int
+    """How many answers (1..8); with a seed, answer i samples with seed + i."""
+    seed: int
+    stop: Sequence[str]
+
+
+ChatMessages = Sequence[Mapping[str, str] | tuple[str, str] | inference_service_pb2.ChatMessage]
+"""A conversation: `{"role": ..., "content": ...}` dicts (as OpenAI's), (role, content) pairs,
+or `ChatMessage`s."""
+
+
+def _chat_message(
+    message: Mapping[str, str] | tuple[str, str] | inference_service_pb2.ChatMessage,
+) -> inference_service_pb2.ChatMessage:
+    if isinstance(message, inference_service_pb2.ChatMessage):
+        return message
+    if isinstance(message, tuple):
+        role, content = message
+        return inference_service_pb2.ChatMessage(role=role, content=content)
+    return inference_service_pb2.ChatMessage(role=message["role"], content=message["content"])
+
+
 def generate(
     *,
     model: str,
-    prompt: str,
-    template_id: str,
-    template_version: int,
-    text: str,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-    stop: Sequence[str],
+    prompt: str = "",
+    template_id: str = "",
+    template_version: int = 0,
+    text: str = "",
+    messages: ChatMessages = (),
+    sampling: Sampling,
 ) -> inference_service_pb2.GenerateRequest:
-    if not prompt and not text:
-        raise ValueError("give a prompt, or a template_id with text")
+    if messages and (prompt or template_id or text):
+        raise ValueError("give messages, or a prompt or template, not both")
+    if not messages and not prompt and not text:
+        raise ValueError("give a prompt, a template_id with text, or messages")
     if text and not template_id:
         raise ValueError("text is rendered into a template: give template_id too")
     return inference_service_pb2.GenerateRequest(
@@ -448,11 +478,15 @@ def generate(
         template_id=template_id,
         template_version=template_version,
         text=text,
+        messages=[_chat_message(m) for m in messages],
         sampling=inference_service_pb2.SamplingParams(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=list(stop),
+            max_new_tokens=sampling.get("max_new_tokens", 0),
+            temperature=sampling.get("temperature", 0.0),
+            top_p=sampling.get("top_p", 0.0),
+            top_k=sampling.get("top_k", 0),
+            repetition_penalty=sampling.get("repetition_penalty", 0.0),
+            n=sampling.get("n", 0),
+            seed=sampling.get("seed", 0),
+            stop=list(sampling.get("stop", ())),
         ),
     )

@@ -23,7 +23,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import grpc
 
@@ -584,48 +584,53 @@ class AsyncInference:
         self,
         model: str = "",
         prompt: str = "",
+        *,
         template_id: str = "",
         text: str = "",
-        max_new_tokens: int = 0,
-        temperature: float = 0.0,
-        *,
         template_version: int = 0,
-        top_p: float = 0.0,
-        seed: int = 0,
-        stop: Sequence[str] = (),
+        messages: req.ChatMessages = (),
         timeout: float | None = None,
+        **sampling: Unpack[req.Sampling],
     ) -> inference_service_pb2.GenerateResponse:
-        """Generates a completion for `prompt`, or for `text` rendered into `template_id`."""
+        """A completion for `prompt`, for `text` rendered into `template_id`, or for a
+        conversation (`messages`); `n` answers are in `.choices`, the first also in `.text`."""
         request = req.generate(
             model=model,
             prompt=prompt,
             template_id=template_id,
             template_version=template_version,
             text=text,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=stop,
+            messages=messages,
+            sampling=sampling,
         )
         return await self._t.unary(self._stub.Generate, request, timeout)
 
-    def stream_generate(
+    async def chat(
+        self,
+        messages: req.ChatMessages,
+        model: str = "",
+        *,
+        timeout: float | None = None,
+        **sampling: Unpack[req.Sampling],
+    ) -> inference_service_pb2.GenerateResponse:
+        """The assistant's next turn in a conversation, rendered with the model's chat
+        template (`[{"role": "user", "content": ...}]`, as OpenAI's API takes it)."""
+        return await self.generate(model, messages=messages, timeout=timeout, **sampling)
+
+    def stream(
         self,
         model: str = "",
         prompt: str = "",
+        *,
         template_id: str = "",
         text: str = "",
-        max_new_tokens: int = 0,
-        temperature: float = 0.0,
-        *,
         template_version: int = 0,
-        top_p: float = 0.0,
-        seed: int = 0,
-        stop: Sequence[str] = (),
+        messages: req.ChatMessages = (),
         timeout: float | None = None,
+        **sampling: Unpack[req.Sampling],
     ) -> AsyncIterator[inference_service_pb2.StreamGenerateResponse]:
-        """Like `generate`, yielding text deltas as they are produced."""
+        """Like `generate`, yielding text deltas (`.text_delta`, `.index` of the answer) as they
+        are produced; the last message carries the finish reason and usage."""
         request = inference_service_pb2.StreamGenerateRequest(
             request=req.generate(
                 model=model,
@@ -633,15 +638,20 @@ class AsyncInference:
                 template_id=template_id,
                 template_version=template_version,
                 text=text,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-                stop=stop,
+                messages=messages,
+                sampling=sampling,
             )
         )
         deadline = timeout if timeout is not None else self._t.timeout
         return self._t.unary_stream(self._stub.StreamGenerate, request, deadline)
+
+    async def served_models(
+        self, *, timeout: float | None = None
+    ) -> inference_service_pb2.ListServedModelsResponse:
+        """What the engine has loaded: each base with its adapters (least recently used
+        first) and its running and queued requests."""
+        request = inference_service_pb2.ListServedModelsRequest()
+        return await self._t.unary(self._stub.ListServedModels, request, timeout)
 
 
 class AsyncClient:

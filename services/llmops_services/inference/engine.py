@@ -35,7 +35,23 @@ class Sampling:
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Keep the k most likely tokens; 0 = no cut."""
+    repetition_penalty: float = 1.0
+    """CTRL's penalty on tokens already seen; 1 = none."""
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One message of a conversation: its role (system, user, assistant) and content."""
+
+    role: str
+    content: str
+
+
+class NoChatTemplate(Exception):
+    """The model's tokenizer has no chat template, so messages cannot be rendered for it."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +98,19 @@ class Tokenizer(Protocol):
         """The text of generated ids (special tokens left out)."""
         ...
 
+    def render_chat(self, messages: Sequence[ChatTurn]) -> str:
+        """The conversation rendered with the model's chat template, ending with the prompt
+        for the assistant's turn; raises `NoChatTemplate` when the model has none."""
+        ...
+
 
 class Engine(Protocol):
     """Submit a request, read its tokens as they come; describe what is loaded."""
+
+    @property
+    def name(self) -> str:
+        """What serves the requests (`hf`, `vllm`), as ListServedModels reports it."""
+        ...
 
     async def tokenizer(self, files: ModelFiles) -> Tokenizer:
         """The tokenizer of the base in `files`, loading the base on first use."""

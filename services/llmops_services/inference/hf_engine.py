@@ -41,7 +41,9 @@ from llmops_services.errors import (
 from llmops_services.inference.engine import (
     AdapterState,
     BaseState,
+    ChatTurn,
     ModelFiles,
+    NoChatTemplate,
     Sampling,
     TokenEvent,
 )
@@ -70,6 +72,15 @@ class HFTokenizer:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return text
+
+    def render_chat(self, messages: Sequence[ChatTurn]) -> str:
+        if not self._tokenizer.chat_template:
+            raise NoChatTemplate("the model's tokenizer has no chat template")
+        conversation = [{"role": turn.role, "content": turn.content} for turn in messages]
+        text: str = self._tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
         return text
 
 
@@ -188,6 +199,8 @@ class LoadedBase:
                 max_new_tokens=sampling.max_new_tokens,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                repetition_penalty=sampling.repetition_penalty,
                 seed=sampling.seed,
             ),
             adapter=adapter,
@@ -317,6 +330,8 @@ def _load_base(files: ModelFiles, settings: Settings) -> LoadedBase:
 
 class HFEngine:
     """The `Engine` over transformers + PEFT, in this process."""
+
+    name = "hf"
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

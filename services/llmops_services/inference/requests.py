@@ -3,6 +3,7 @@ template), and the model reference resolved through the Registry on every reques
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from llmops_services.errors import (
     InvalidArgument,
     PreconditionViolation,
 )
-from llmops_services.inference.engine import ModelFiles, Sampling
+from llmops_services.inference.engine import ChatTurn, ModelFiles, Sampling
 from llmops_services.registry import models, templates
 from llmops_services.settings import Settings
 
@@ -27,6 +28,11 @@ DEFAULT_MAX_NEW_TOKENS = 64
 MAX_TEMPERATURE = 2.0
 MAX_STOPS = 8
 MAX_STOP_CHARS = 256
+MAX_TOP_K = 1000
+MAX_REPETITION_PENALTY = 2.0
+MAX_CHOICES = 8
+MAX_MESSAGES = 256
+CHAT_ROLES = ("system", "user", "assistant")
 DEFAULT_ALIAS = "production"
 _OTHER_KINDS = re.compile(r"^(ds|ftjob|eval)-[0-9a-f]{12}$")
 _KIND_NAMES = {"ds": "a dataset", "ftjob": "a training job", "eval": "an eval run"}
@@ -34,10 +40,18 @@ _KIND_NAMES = {"ds": "a dataset", "ftjob": "a training job", "eval": "an eval ru
 
 @dataclass(frozen=True)
 class Generation:
-    """A checked request: sampling with defaults filled in, and its stop strings."""
+    """A checked request: sampling with defaults filled in, its stop strings, and how many
+    answers it wants."""
 
     sampling: Sampling
     stop: tuple[str, ...]
+    n: int = 1
+
+    def for_choice(self, index: int) -> Sampling:
+        """Answer `index`'s sampling: a seeded request samples answer i with seed + i."""
+        if self.sampling.seed is None or index == 0:
+            return self.sampling
+        return dataclasses.replace(self.sampling, seed=self.sampling.seed + index)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,17 @@ def check_sampling(given: pb.SamplingParams, settings: Settings, prefix: str = "
         )
     if not 0 <= given.top_p <= 1:
         problems.append(FieldViolation(f"{field}top_p", "must be in (0, 1] (0 means 1)"))
+    if not 0 <= given.top_k <= MAX_TOP_K:
+        problems.append(FieldViolation(f"{field}top_k", f"must be 0..{MAX_TOP_K} (0 is no cut)"))
+    if not 0 <= given.repetition_penalty <= MAX_REPETITION_PENALTY:
+        problems.append(
+            FieldViolation(
+                f"{field}repetition_penalty",
+                f"must be in (0, {MAX_REPETITION_PENALTY:g}] (0 means 1, no penalty)",
+            )
+        )
+    if not 0 <= given.n <= MAX_CHOICES:
+        problems.append(FieldViolation(f"{field}n", f"must be 1..{MAX_CHOICES} (0 means 1)"))
     if len(given.stop) > MAX_STOPS:
         problems.append(FieldViolation(f"{field}stop", f"at most {MAX_STOPS} stop strings"))
     for index, stop in enumerate(given.stop):
@@ -76,9 +101,37 @@ def check_sampling(given: pb.SamplingParams, settings: Settings, prefix: str = "
         max_new_tokens=given.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         temperature=given.temperature,
         top_p=given.top_p or 1.0,
+        top_k=given.top_k,
+        repetition_penalty=given.repetition_penalty or 1.0,
         seed=given.seed or None,
     )
-    return Generation(sampling=sampling, stop=tuple(given.stop))
+    return Generation(sampling=sampling, stop=tuple(given.stop), n=given.n or 1)
+
+
+def chat_of(request: pb.GenerateRequest, prefix: str = "") -> list[ChatTurn] | None:
+    """The request's conversation when it gives `messages` (checked), else None; a request
+    with messages must not also give a prompt, template or text."""
+    if not request.messages:
+        return None
+    field = f"{prefix}messages"
+    problems = [
+        FieldViolation(f"{prefix}{other}", "not with messages")
+        for other in ("prompt", "template_id", "text")
+        if getattr(request, other)
+    ]
+    if len(request.messages) > MAX_MESSAGES:
+        problems.append(FieldViolation(field, f"at most {MAX_MESSAGES} messages"))
+    for index, message in enumerate(request.messages):
+        if message.role not in CHAT_ROLES:
+            problems.append(
+                FieldViolation(f"{field}[{index}].role", f"must be one of {', '.join(CHAT_ROLES)}")
+            )
+    if problems:
+        raise InvalidArgument(
+            "give messages, or a prompt or template, not both; roles are " + ", ".join(CHAT_ROLES),
+            violations=problems,
+        )
+    return [ChatTurn(role=m.role, content=m.content) for m in request.messages]
 
 
 def prompt_of(session: Session, request: pb.GenerateRequest, prefix: str = "") -> str:
@@ -174,11 +227,16 @@ def resolve(
 
 
 def check_prompt_length(
-    prompt_tokens: int, context_length: int, sampling: Sampling, prefix: str = ""
+    prompt_tokens: int,
+    context_length: int,
+    sampling: Sampling,
+    prefix: str = "",
+    source: str = "prompt",
 ) -> Sampling:
     """Refuses an empty prompt or one over the model's context; caps max_new_tokens at what
-    the context leaves (the answer then ends with LENGTH)."""
-    field = f"{prefix}prompt"
+    the context leaves (the answer then ends with LENGTH). `source` names the request field
+    the prompt came from (`prompt`, `text` or `messages`)."""
+    field = f"{prefix}{source}"
     if prompt_tokens == 0:
         raise InvalidArgument(
             "the prompt is empty", violations=[FieldViolation(field, "must not be empty")]
@@ -198,9 +256,4 @@ def check_prompt_length(
     room = context_length - prompt_tokens
     if sampling.max_new_tokens <= room:
         return sampling
-    return Sampling(
-        max_new_tokens=room,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        seed=sampling.seed,
-    )
+    return dataclasses.replace(sampling, max_new_tokens=room)

@@ -3,7 +3,9 @@ stream the text. The servicer knows the `Engine` interface and nothing else of s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,9 +15,15 @@ from sqlalchemy.orm import Session
 from llmops.v1 import inference_service_pb2 as pb
 from llmops.v1 import inference_service_pb2_grpc as pb_grpc
 from llmops_services.context import Platform
-from llmops_services.errors import Unavailable
+from llmops_services.errors import FailedPrecondition, PreconditionViolation, Unavailable
 from llmops_services.inference import requests
-from llmops_services.inference.engine import Engine, ModelFiles, Sampling, Tokenizer
+from llmops_services.inference.engine import (
+    ChatTurn,
+    Engine,
+    ModelFiles,
+    NoChatTemplate,
+    Tokenizer,
+)
 from llmops_services.inference.text import TextStream
 from llmops_services.runtime.context import Context
 from llmops_services.runtime.server import ServiceBinding
@@ -32,21 +40,57 @@ class _Plan:
     prompt: str
     prompt_ids: list[int]
     tokenizer: Tokenizer
-    sampling: Sampling
-    stop: tuple[str, ...]
+    generation: requests.Generation
 
 
 @dataclass
 class _Piece:
-    """A text delta; the last piece of a generation carries its finish reason and usage."""
+    """A text delta of one answer; the answer's last piece carries its finish reason and the
+    number of tokens it generated."""
 
     text: str
     finish_reason: pb.FinishReason.ValueType = pb.FINISH_REASON_UNSPECIFIED
-    usage: pb.Usage | None = None
+    completion_tokens: int = 0
+
+    @property
+    def last(self) -> bool:
+        return self.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+
+
+async def _interleaved(streams: list[AsyncIterator[_Piece]]) -> AsyncIterator[tuple[int, _Piece]]:
+    """The pieces of several answers as each comes, tagged with its answer's index. Leaving
+    early (or a cancelled call) cancels every answer still generating."""
+    if len(streams) == 1:
+        async for piece in streams[0]:
+            yield 0, piece
+        return
+    queue: asyncio.Queue[tuple[int, _Piece] | BaseException] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[_Piece]) -> None:
+        try:
+            async for piece in stream:
+                queue.put_nowait((index, piece))
+        except Exception as exc:  # handed to the reader, which raises it
+            queue.put_nowait(exc)
+
+    tasks = [asyncio.create_task(pump(i, stream)) for i, stream in enumerate(streams)]
+    try:
+        remaining = len(streams)
+        while remaining:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item[1].last:
+                remaining -= 1
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class InferenceService(pb_grpc.InferenceServiceServicer):
-    """Generate and StreamGenerate over one engine."""
+    """Generate, StreamGenerate and ListServedModels over one engine."""
 
     def __init__(self, platform: Platform, engine: Engine | None = None) -> None:
         self.platform = platform
@@ -60,17 +104,24 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     async def _plan(self, request: pb.GenerateRequest, prefix: str) -> _Plan:
         settings = self.platform.settings
         generation = requests.check_sampling(request.sampling, settings, prefix)
+        chat = requests.chat_of(request, prefix)
 
         def read(session: Session) -> tuple[requests.Target, str]:
-            prompt = requests.prompt_of(session, request, prefix)
+            prompt = "" if chat is not None else requests.prompt_of(session, request, prefix)
             target = requests.resolve(session, self.platform.store, settings, request.model, prefix)
             return target, prompt
 
         target, prompt = await self.db.run(read)
         tokenizer = await self.engine.tokenizer(target.files)
+        if chat is not None:
+            prompt = _render_chat(tokenizer, chat, target.model_id)
         prompt_ids = tokenizer.encode(prompt)
         sampling = requests.check_prompt_length(
-            len(prompt_ids), tokenizer.context_length, generation.sampling, prefix
+            len(prompt_ids),
+            tokenizer.context_length,
+            generation.sampling,
+            prefix,
+            source="messages" if chat is not None else "prompt",
         )
         return _Plan(
             model_id=target.model_id,
@@ -78,16 +129,16 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             prompt=prompt,
             prompt_ids=prompt_ids,
             tokenizer=tokenizer,
-            sampling=sampling,
-            stop=generation.stop,
+            generation=dataclasses.replace(generation, sampling=sampling),
         )
 
-    async def _pieces(self, plan: _Plan) -> AsyncIterator[_Piece]:
-        """The generation's text deltas in order; the last one ends it."""
-        text = TextStream(plan.tokenizer, plan.stop)
+    async def _pieces(self, plan: _Plan, choice: int) -> AsyncIterator[_Piece]:
+        """One answer's text deltas in order; the last one ends it."""
+        text = TextStream(plan.tokenizer, plan.generation.stop)
         completion = 0
         reason: str | None = None
-        events = self.engine.generate(plan.files, plan.prompt_ids, plan.sampling)
+        sampling = plan.generation.for_choice(choice)
+        events = self.engine.generate(plan.files, plan.prompt_ids, sampling)
         async with contextlib.aclosing(events):  # leaving early cancels the engine request
             async for event in events:
                 if event.token_id is not None:
@@ -104,22 +155,33 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                     break
         if reason not in _FINISH:
             raise Unavailable("the generation was cancelled by the engine (it is stopping)")
-        usage = pb.Usage(prompt_tokens=len(plan.prompt_ids), completion_tokens=completion)
-        yield _Piece(text.finish(), finish_reason=_FINISH[reason], usage=usage)
+        yield _Piece(text.finish(), finish_reason=_FINISH[reason], completion_tokens=completion)
+
+    def _answers(self, plan: _Plan) -> AsyncIterator[tuple[int, _Piece]]:
+        choices = [self._pieces(plan, i) for i in range(plan.generation.n)]
+        return _interleaved(choices)
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
         plan = await self._plan(request, prefix="")
-        parts: list[str] = []
-        last = _Piece("")
-        async for piece in self._pieces(plan):
-            parts.append(piece.text)
-            last = piece
+        n = plan.generation.n
+        parts: list[list[str]] = [[] for _ in range(n)]
+        reasons = [pb.FINISH_REASON_UNSPECIFIED] * n
+        completion = 0
+        async for index, piece in self._answers(plan):
+            parts[index].append(piece.text)
+            if piece.last:
+                reasons[index] = piece.finish_reason
+                completion += piece.completion_tokens
+        choices = [
+            pb.Choice(index=i, text="".join(parts[i]), finish_reason=reasons[i]) for i in range(n)
+        ]
         return pb.GenerateResponse(
-            text="".join(parts),
+            text=choices[0].text,
             model=plan.model_id,
-            finish_reason=last.finish_reason,
-            usage=last.usage,
+            finish_reason=choices[0].finish_reason,
+            usage=pb.Usage(prompt_tokens=len(plan.prompt_ids), completion_tokens=completion),
             rendered_prompt=plan.prompt,
+            choices=choices,
         )
 
     async def StreamGenerate(
@@ -127,16 +189,46 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
         plan = await self._plan(request.request, prefix="request.")
         first = True
-        async for piece in self._pieces(plan):
-            if not piece.text and piece.usage is None:
+        remaining = plan.generation.n
+        completion = 0
+        async for index, piece in self._answers(plan):
+            if piece.last:
+                remaining -= 1
+                completion += piece.completion_tokens
+            elif not piece.text:
                 continue
+            usage = None
+            if remaining == 0:
+                usage = pb.Usage(prompt_tokens=len(plan.prompt_ids), completion_tokens=completion)
             yield pb.StreamGenerateResponse(
                 text_delta=piece.text,
                 finish_reason=piece.finish_reason,
-                usage=piece.usage,
+                usage=usage,
                 model=plan.model_id if first else "",
+                index=index,
             )
             first = False
+
+    async def ListServedModels(
+        self, request: pb.ListServedModelsRequest, context: Context
+    ) -> pb.ListServedModelsResponse:
+        bases = [
+            pb.ServedBase(
+                model=base.base_id,
+                adapters=[
+                    pb.ServedAdapter(
+                        model=adapter.adapter_id,
+                        size_bytes=adapter.bytes,
+                        active_requests=adapter.in_use,
+                    )
+                    for adapter in base.adapters
+                ],
+                running_requests=base.running,
+                queued_requests=base.waiting,
+            )
+            for base in self.engine.describe()
+        ]
+        return pb.ListServedModelsResponse(models=bases, engine=self.engine.name)
 
     async def close(self) -> None:
         """Stops the engine (its threads and loaded models)."""
@@ -150,3 +242,13 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                 self, server
             ),
         )
+
+
+def _render_chat(tokenizer: Tokenizer, chat: list[ChatTurn], model_id: str) -> str:
+    try:
+        return tokenizer.render_chat(chat)
+    except NoChatTemplate as exc:
+        raise FailedPrecondition(
+            f"model {model_id} has no chat template; send a prompt instead of messages",
+            violations=[PreconditionViolation("CHAT_TEMPLATE", f"models/{model_id}", str(exc))],
+        ) from exc

@@ -239,32 +239,42 @@ def test_create_model_request() -> None:
 def test_generate_request() -> None:
     request = req.generate(
         model="m",
-        prompt="",
         template_id="extraction",
-        template_version=0,
         text="Ada lives in London.",
-        max_new_tokens=16,
-        temperature=0.0,
-        top_p=0.0,
-        seed=0,
-        stop=["\n"],
+        sampling={
+            "max_new_tokens": 16,
+            "top_k": 5,
+            "repetition_penalty": 1.2,
+            "n": 2,
+            "stop": ["\n"],
+        },
     )
     assert request.template_id == "extraction"
     assert request.sampling.max_new_tokens == 16
+    assert (request.sampling.top_k, request.sampling.repetition_penalty) == (5, 1.2)
+    assert request.sampling.n == 2
     assert list(request.sampling.stop) == ["\n"]
-    common: dict[str, object] = {
-        "model": "",
-        "template_version": 0,
-        "max_new_tokens": 0,
-        "temperature": 0.0,
-        "top_p": 0.0,
-        "seed": 0,
-        "stop": (),
-    }
     with pytest.raises(ValueError, match="give a prompt"):
-        req.generate(prompt="", template_id="", text="", **common)  # type: ignore[arg-type]
+        req.generate(model="", sampling={})
     with pytest.raises(ValueError, match="give template_id too"):
-        req.generate(prompt="", template_id="", text="x", **common)  # type: ignore[arg-type]
+        req.generate(model="", text="x", sampling={})
+
+
+def test_chat_request_takes_dicts_pairs_and_messages() -> None:
+    message = inference_service_pb2.ChatMessage(role="assistant", content="Hi.")
+    messages: req.ChatMessages = [
+        {"role": "system", "content": "Be brief."},
+        ("user", "Hello"),
+        message,
+    ]
+    request = req.generate(model="m", messages=messages, sampling={})
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Be brief."),
+        ("user", "Hello"),
+        ("assistant", "Hi."),
+    ]
+    with pytest.raises(ValueError, match="not both"):
+        req.generate(model="m", prompt="x", messages=messages, sampling={})
 
 
 def test_upload_metadata_and_chunk_size() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from llmops_services.inference.engine import ChatTurn, NoChatTemplate
 from llmops_services.inference.text import TextStream
 
 
@@ -23,6 +24,9 @@ class CharTokenizer:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(i) for i in token_ids)
+
+    def render_chat(self, messages: Sequence[ChatTurn]) -> str:
+        raise NoChatTemplate("characters only")
 
 
 def run(text: str, stop: Sequence[str]) -> tuple[list[str], str, bool]:

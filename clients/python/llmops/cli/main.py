@@ -72,6 +72,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(evals.app, name="eval")
 app.command("generate")(generate.generate)
+app.command("chat")(generate.chat)
 
 # Last, so they follow the client commands in --help: the server's and the workers' commands
 # (up, serve, keys, worker, models build-tiny) where their packages are installed.
