@@ -728,3 +728,74 @@ async def test_llmops_chat_answers_one_turn_from_flags_or_stdin(
     assert several.stdout.startswith("[0] ") and "\n[1] " in several.stdout
     nothing = llmops_cli("chat", "-m", "helper", stdin="")
     assert nothing.exit_code == 2
+
+
+def _scrape(metrics_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample the server exposes, keyed by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_answers_tokens_latencies_and_the_adapter_cache(
+    serve: Callable[..., Any],
+) -> None:
+    stack: Stack = await serve(inference_max_adapters=1)
+    first, second = stack.adapter_ids
+    url = stack.server.metrics_url
+    before = _scrape(url)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return _scrape(url).get(key, 0.0) - before.get(key, 0.0)
+
+    answers = [
+        await stack.inference.Generate(request(first)),  # a miss: attached
+        await stack.inference.Generate(request(first)),  # a hit
+        await stack.inference.Generate(request(second)),  # a miss, evicting the first
+    ]
+    stream = stack.inference.StreamGenerate(
+        ipb.StreamGenerateRequest(request=request("tiny", max_new_tokens=2000))
+    )
+    await stream.read()
+    stream.cancel()
+    deadline = time.monotonic() + 5
+    while not grew(
+        "llmops_inference_requests_total", model=stack.base_id, finish_reason="cancelled"
+    ):
+        assert time.monotonic() < deadline, "the cancelled answer was never counted"
+        await asyncio.sleep(0.01)
+
+    reasons = {a.finish_reason for a in answers}
+    finished = sum(
+        grew("llmops_inference_requests_total", model=first, finish_reason=reason)
+        for reason in ("stop", "length")
+    )
+    assert finished == 2 and reasons <= {ipb.FINISH_REASON_STOP, ipb.FINISH_REASON_LENGTH}
+    assert grew("llmops_inference_generated_tokens_total", model=first) == sum(
+        a.usage.completion_tokens for a in answers[:2]
+    )
+    assert (
+        grew("llmops_inference_prompt_tokens_total", model=second) == answers[2].usage.prompt_tokens
+    )
+    assert grew("llmops_inference_generated_tokens_total", model=stack.base_id) >= 1
+    assert grew("llmops_inference_time_to_first_token_seconds_count") == 4
+    assert grew("llmops_inference_inter_token_latency_seconds_count") >= sum(
+        a.usage.completion_tokens - 1 for a in answers
+    )
+    assert grew("llmops_inference_queue_wait_seconds_count") == 4
+    assert grew("llmops_inference_batch_size_count") >= max(
+        a.usage.completion_tokens for a in answers
+    )
+    assert grew("llmops_inference_adapter_cache_hits_total") == 1
+    assert grew("llmops_inference_adapter_cache_misses_total") == 2
+    assert grew("llmops_inference_adapter_cache_evictions_total") == 1
+    loaded = _scrape(url)[
+        ("llmops_inference_loaded_adapters", frozenset({("base_model", stack.base_id)}))
+    ]
+    assert loaded == 1

@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from llmops_services.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from llmops_services.inference import metrics
 from llmops_services.inference.engine import (
     AdapterState,
     BaseState,
@@ -112,6 +114,7 @@ class LoadedBase:
         self._state_lock = threading.Lock()  # sinks and adapter pins
         self._wake = threading.Condition()
         self._sinks: dict[str, tuple[Sink, str | None]] = {}
+        self._submitted: dict[str, float] = {}  # request id -> when, until its first token
         self._adapters: OrderedDict[str, list[int]] = OrderedDict()  # id -> [bytes, pins]
         self._stopping = False
         self._thread = threading.Thread(
@@ -131,6 +134,7 @@ class LoadedBase:
                     self._wake.wait()
                 if self._stopping:
                     break
+            step_started = time.perf_counter()
             try:
                 with self._model_lock:
                     tokens = self.engine.step()
@@ -146,16 +150,21 @@ class LoadedBase:
                 log.exception("the step loop failed on %s", self.base_id)
                 self._end_all(exc, cancel=True)
                 continue
+            if tokens:
+                metrics.BATCH_SIZE.observe(len(tokens))
             for token in tokens:
-                self._deliver(token)
+                self._deliver(token, step_started)
         self._end_all(Unavailable("the inference engine is stopping"), cancel=False)
 
-    def _deliver(self, token: Any) -> None:
+    def _deliver(self, token: Any, step_started: float) -> None:
         with self._state_lock:
+            submitted = self._submitted.pop(token.request_id, None)
             entry = self._sinks.get(token.request_id)
             if entry is not None and token.finish_reason is not None:
                 del self._sinks[token.request_id]
                 self._unpin(entry[1])
+        if submitted is not None:  # its first token: admitted by this step
+            metrics.QUEUE_WAIT.observe(max(step_started - submitted, 0.0))
         if entry is not None:
             entry[0](token)
 
@@ -163,6 +172,8 @@ class LoadedBase:
         """Ends requests the engine has dropped, with `error`."""
         with self._state_lock:
             ended = [self._sinks.pop(r) for r in request_ids if r in self._sinks]
+            for request_id in request_ids:
+                self._submitted.pop(request_id, None)
             for _, adapter in ended:
                 self._unpin(adapter)
         for sink, _ in ended:
@@ -172,6 +183,7 @@ class LoadedBase:
         with self._state_lock:
             ended = list(self._sinks.items())
             self._sinks.clear()
+            self._submitted.clear()
             for _, (_, adapter) in ended:
                 self._unpin(adapter)
         for request_id, (sink, _) in ended:
@@ -207,6 +219,7 @@ class LoadedBase:
         )
         with self._state_lock:
             self._sinks[request_id] = (sink, adapter)
+            self._submitted[request_id] = time.perf_counter()
         try:
             with self._wake:
                 self.engine.add(request)
@@ -214,11 +227,14 @@ class LoadedBase:
         except BaseException:
             with self._state_lock:
                 del self._sinks[request_id]
+                self._submitted.pop(request_id, None)
                 self._unpin(adapter)
             raise
 
     def cancel(self, request_id: str) -> None:
         """Frees the request's slot at the next step; its adapter is unpinned then."""
+        with self._state_lock:
+            self._submitted.pop(request_id, None)
         with self._wake:
             self.engine.cancel(request_id)
             self._wake.notify()
@@ -243,11 +259,14 @@ class LoadedBase:
                 if entry is not None:
                     entry[1] += 1
                     self._adapters.move_to_end(name)
+                    metrics.ADAPTER_CACHE_HITS.inc()
                     return name
+                metrics.ADAPTER_CACHE_MISSES.inc()
                 self._make_room(files.adapter_bytes)
             self._load(name, files)
             with self._state_lock:
                 self._adapters[name] = [files.adapter_bytes, 1]
+                metrics.LOADED_ADAPTERS.labels(self.base_id).set(len(self._adapters))
         return name
 
     def release(self, name: str) -> None:
@@ -281,6 +300,8 @@ class LoadedBase:
                 self.model.set_adapter(IDLE_ADAPTER)
             self.model.delete_adapter(victim)
             del self._adapters[victim]
+            metrics.ADAPTER_CACHE_EVICTIONS.inc()
+            metrics.LOADED_ADAPTERS.labels(self.base_id).set(len(self._adapters))
             log.info("evicted adapter %s from %s", victim, self.base_id)
 
     def _load(self, name: str, files: ModelFiles) -> None:
