@@ -20,7 +20,9 @@ channel (each takes the next prompt when its stream ends):
 - batching on, every request on one adapter, and the four adapters round-robin;
 - in this process, the ceiling: one plain left-padded `model.generate` over all the rows (base;
   one adapter; a PeftModel with the four adapters and `adapter_names` mixed per row, as the
-  round-robin requests are), and one-at-a-time `generate` on the base;
+  round-robin requests are), and one-at-a-time `generate` on the base; and the servers' batching
+  core (`llmops_ml.batching.BatchEngine`) driven directly, every prompt queued at once, base and
+  mixed: the gap between it and the gRPC rows is what serving adds (threads, per-token messages);
 - gRPC health (`grpc.health.v1.Health/Check`) latency on the batching-on server, idle and while
   it serves the base rows at the largest concurrency, from a separate process sending one Check
   at a time: whether the forward loop on its thread leaves the event loop free for other RPCs;
@@ -252,6 +254,39 @@ class InProcess:
         rows = output[:, width:].tolist()
         seconds = time.perf_counter() - start
         return Run(seconds, [self._answer(lm, row, seconds) for row in rows])
+
+    def engine(
+        self, prompts: Sequence[str], new_tokens: int, adapters: Sequence[str] | None, batch: int
+    ) -> Run:
+        """The server's batching core (`llmops_ml.batching.BatchEngine`) on the PeftModel, every
+        prompt queued at once, no gRPC: what the service adds is the difference."""
+        from llmops_ml import generation
+        from llmops_ml.batching import BatchEngine, Request, Sampling
+
+        lm = self.peft
+        engine = BatchEngine(
+            lm.model, list(lm.eos_ids), int(lm.tokenizer.pad_token_id), max_batch_size=batch
+        )
+        rows: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+        first: dict[str, float] = {}
+        start = time.perf_counter()
+        for i, prompt in enumerate(prompts):
+            adapter = adapters[i % len(adapters)] if adapters else None
+            ids = lm.tokenizer(prompt)["input_ids"]
+            engine.add(Request(str(i), ids, Sampling(max_new_tokens=new_tokens), adapter))
+        while engine.has_work():
+            for token in engine.step():
+                if token.token_id is not None:
+                    rows[token.request_id].append(token.token_id)
+                    first.setdefault(token.request_id, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return Run(
+            seconds,
+            [
+                Answer(generation.answer(lm, row), len(row), first.get(key, seconds), seconds)
+                for key, row in rows.items()
+            ],
+        )
 
     def one_at_a_time(self, prompts: Sequence[str], new_tokens: int) -> Run:
         """`generate` on each prompt alone, on the base."""
@@ -714,6 +749,26 @@ def main(argv: Sequence[str]) -> int:
             lambda: local.generate(prompts, new, ADAPTERS),
         )
         add(
+            Cell(
+                "engine-base",
+                f"in-process `BatchEngine`, batch {n}, base",
+                0,
+                "ceiling",
+                "padded-base",
+            ),
+            lambda: local.engine(prompts, new, None, n),
+        )
+        add(
+            Cell(
+                "engine-mixed",
+                f"in-process `BatchEngine`, batch {n}, 4 adapters mixed",
+                0,
+                "ceiling",
+                "padded-mixed",
+            ),
+            lambda: local.engine(prompts, new, ADAPTERS, n),
+        )
+        add(
             Cell("alone", "in-process `generate` one at a time, base", 0, "ceiling"),
             lambda: local.one_at_a_time(prompts, new),
         )
@@ -851,6 +906,11 @@ def main(argv: Sequence[str]) -> int:
             first["padded-base"],
         ),
         ("in-process padded `generate` vs one at a time", first["padded-base"], first["alone"]),
+        (
+            "in-process `BatchEngine` 4 adapters mixed vs padded `generate` mixed",
+            first["engine-mixed"],
+            first["padded-mixed"],
+        ),
         (
             f"gRPC one adapter (c={top}) vs in-process padded `generate`",
             first[f"single-{top}"],
