@@ -230,6 +230,7 @@ class InProcess:
         self.peft = loading.LoadedModel(
             peft_model, self.base.tokenizer, self.base.device, self.base.eos_ids
         )
+        self._engines: dict[int, Any] = {}
 
     def generate(
         self, prompts: Sequence[str], new_tokens: int, adapter_names: Sequence[str] | None
@@ -264,9 +265,12 @@ class InProcess:
         from llmops_ml.batching import BatchEngine, Request, Sampling
 
         lm = self.peft
-        engine = BatchEngine(
-            lm.model, list(lm.eos_ids), int(lm.tokenizer.pad_token_id), max_batch_size=batch
-        )
+        engine = self._engines.get(batch)
+        if engine is None:  # kept, as a server keeps its own (its adapter stack is built once)
+            engine = BatchEngine(
+                lm.model, list(lm.eos_ids), int(lm.tokenizer.pad_token_id), max_batch_size=batch
+            )
+            self._engines[batch] = engine
         rows: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
         first: dict[str, float] = {}
         start = time.perf_counter()
