@@ -89,5 +89,11 @@ eval: setup
 bench: setup
 	python bench/registry_reads.py
 
+# The Inference service through gRPC against batching off, plain `generate` and (with
+# VLLM_URL=http://HOST:PORT, a vLLM server on the same model) vLLM; BENCH_ARGS=--quick smokes it.
+.PHONY: bench-inference
+bench-inference: setup
+	python bench/inference.py $(if $(VLLM_URL),--vllm-url $(VLLM_URL)) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache coverage.xml .coverage
