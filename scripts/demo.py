@@ -6,7 +6,8 @@ it against a test server. In order:
 1. SFT (LoRA) of `llmops-tiny` on `demo-sft`, every hyperparameter at its default;
 2. gated eval runs on `demo-eval`: the base model fails the gates, the SFT adapter passes them;
 3. promotion: `production` is refused to the base (FAILED_PRECONDITION, one GATE violation per
-   failing gate) and given to the adapter;
+   failing gate) and given to the adapter, which is then served through that alias: held-out
+   prompts answered by the base and by `name@production` side by side;
 4. DPO from the SFT adapter on `demo-preference`, scored on the held-out pairs of
    `demo-preference-test` before (SFT adapter) and after (DPO adapter);
 5. QLoRA (4-bit NF4 base) SFT of `llmops-tiny`, its adapter scored on `demo-eval`;
@@ -48,6 +49,20 @@ PRODUCTION = "production"
 TRAINING_TIMEOUT = 1800.0
 EVAL_TIMEOUT = 900.0
 POLL = 0.5
+HELD_OUT = (
+    # Rows of demo-eval (never trained on), one per task, as the template's {text}.
+    ("extraction", "In Berlin, the new lawyer Clara Turing starts work on Friday.", "Clara Turing"),
+    (
+        "classification",
+        "Our group chat was full of photos of the web browser and the mobile app.",
+        "technology",
+    ),
+    (
+        "summarization",
+        "On Tuesday, Hugo Jensen opened a museum in Athens. Hugo did it after years of planning.",
+        "Hugo Jensen opened a museum in Athens on Tuesday.",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -378,6 +393,67 @@ class Demo:
             )
         )
 
+    def answers(self, model: str) -> list[str]:
+        """The model's greedy answers to the held-out prompts, through the Inference service."""
+        return [
+            self.client.inference.generate(
+                model,
+                template_id=template,
+                text=text,
+                max_new_tokens=self.profile.max_new_tokens,
+                stop=["\n"],
+            ).text.strip()
+            for template, text, _ in HELD_OUT
+        ]
+
+    def serve(self, adapter: str) -> None:
+        """Serves the promoted adapter through its alias, next to the base model."""
+        started = time.monotonic()
+        name = self.client.models.get(adapter).name
+        served = f"{name}@{PRODUCTION}"
+        base_answers = self.answers(BASE)
+        alias_answers = self.answers(served)
+        id_answers = self.answers(adapter)
+        table = Table(title=f"held-out prompts: {BASE} vs {served}")
+        for column in ("template", "reference", BASE, served):
+            table.add_column(column)
+        for (template, _, reference), b, a in zip(
+            HELD_OUT, base_answers, alias_answers, strict=True
+        ):
+            table.add_row(template, reference, b, a)
+        self.console.print(table)
+        right = [
+            sum(a == ref for a, (_, _, ref) in zip(answers, HELD_OUT, strict=True))
+            for answers in (base_answers, alias_answers)
+        ]
+        self.check(
+            f"{served} serves the promoted adapter",
+            alias_answers == id_answers,
+            "same answers as its id" if alias_answers == id_answers else "answers differ",
+        )
+        self.check(
+            "the adapter answers differently from the base",
+            alias_answers != base_answers,
+            f"exact answers: base {right[0]}/{len(HELD_OUT)}, adapter {right[1]}/{len(HELD_OUT)}",
+        )
+        seconds = self.step(
+            "serving",
+            started,
+            model=served,
+            prompts=[{"template": t, "text": x, "reference": r} for t, x, r in HELD_OUT],
+            base_answers=base_answers,
+            adapter_answers=alias_answers,
+        )
+        self.lines.append(
+            Line(
+                f"3b serving {served}",
+                seconds,
+                "held-out answers exact",
+                f"base {right[0]}/{len(HELD_OUT)}",
+                f"adapter {right[1]}/{len(HELD_OUT)}",
+            )
+        )
+
     def dpo(self, adapter: str) -> None:
         started = time.monotonic()
         before = self.evaluate("pairs-sft", adapter, PAIRS)
@@ -466,6 +542,7 @@ class Demo:
         adapter = self.sft()
         base, tuned = self.gates(adapter)
         self.promote(adapter, tuned["run"])
+        self.serve(adapter)
         self.dpo(adapter)
         self.qlora(base)
         self.distill(adapter)

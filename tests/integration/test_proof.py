@@ -50,7 +50,7 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
     summary = json.loads((data_dir / "summary.json").read_text())
     unmet = [c for c in summary["checks"] if not c["passed"]]
     assert code == 0 and summary["proof_holds"], (summary["error"], unmet)
-    assert len(summary["checks"]) == 8 and not unmet
+    assert len(summary["checks"]) == 10 and not unmet
     runs, steps = summary["eval_runs"], summary["steps"]
 
     # the gates: the base fails every one, the SFT adapter (default hyperparameters) passes all
@@ -70,6 +70,22 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
         assert qlora.state == jobs_pb2.JOB_STATE_SUCCEEDED
         assert qlora.method == training_service_pb2.TRAINING_METHOD_QLORA
 
+    # served through its alias, the adapter answers the held-out prompts as by its id, and
+    # differently from the base; its answers come from the model, not from the demo
+    serving = steps["serving"]
+    assert serving["model"].endswith("@production")
+    assert serving["adapter_answers"] != serving["base_answers"]
+    with llmops.Client(proof_stack.address, timeout=30) as client:
+        prompt = serving["prompts"][0]
+        again = client.inference.generate(
+            serving["model"],
+            template_id=prompt["template"],
+            text=prompt["text"],
+            max_new_tokens=24,
+            stop=["\n"],
+        )
+        assert again.text.strip() == serving["adapter_answers"][0]
+
     # DPO from the adapter raises its preference accuracy on held-out pairs
     key = "preference/preference_accuracy"
     assert _metric(summary, "pairs-dpo", key) > _metric(summary, "pairs-sft", key)
@@ -88,5 +104,14 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
     for label, run in runs.items():
         report = Path(run["report"])
         assert (report / "summary.json").is_file() and (report / "report.md").is_file(), label
-    assert list(steps) == ["tiny models", "sft", "eval", "promotion", "dpo", "qlora", "distill"]
+    assert list(steps) == [
+        "tiny models",
+        "sft",
+        "eval",
+        "promotion",
+        "serving",
+        "dpo",
+        "qlora",
+        "distill",
+    ]
     assert all(steps[name]["seconds"] > 0 for name in ("sft", "eval", "dpo", "qlora", "distill"))
