@@ -1,10 +1,16 @@
-"""Batched generation: what the eval worker runs and the serving engine will run, so that the
-eval gates judge the answers that are served.
+"""Batched generation for evaluation and for reference answers.
+
+- `generate_continuous` runs the serving engine's step loop (`batching.BatchEngine`) over a
+  batch of prompts: what an eval run generates with, so that the gates judge answers produced
+  by the code that serves them. A row leaves the batch as soon as it ends, so a batch costs
+  its rows' own lengths, not its longest one's on every row.
+- `generate` is one plain left-padded `model.generate`: transformers' own decoding, the
+  reference the engine's answers are tested against (greedy, they are the same).
 
 Prompts are padded on the left, so that every row of a batch ends at the same column and new
-tokens are appended there. `generate` derives position ids from the attention mask (padding
-does not shift a row's positions), so with greedy decoding a batch gives the same answers as its
-rows one at a time.
+tokens are appended there. Position ids follow the attention mask (padding does not shift a
+row's positions), so with greedy decoding a batch gives the same answers as its rows one at a
+time.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from typing import Any
 from transformers import GenerationConfig
 
 from llmops_ml.loading import LoadedModel
+from llmops_ml.sampling import Sampling
 
-__all__ = ["answer", "generate", "generation_config"]
+__all__ = ["answer", "generate", "generate_continuous", "generation_config"]
 
 
 def generation_config(
@@ -54,3 +61,39 @@ def generate(lm: LoadedModel, prompts: Sequence[str], config: GenerationConfig) 
     output = lm.model.generate(**batch, generation_config=config)
     width = batch["input_ids"].shape[1]
     return [answer(lm, row) for row in output[:, width:].tolist()]
+
+
+def generate_continuous(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    sampling: Sampling,
+    *,
+    seeds: Sequence[int] | None = None,
+) -> list[str]:
+    """The model's answer to each prompt, all decoded together by `BatchEngine`.
+
+    With a temperature, row i samples from its own generator seeded with `seeds[i]`, so a row's
+    answer does not depend on which rows share its batch.
+    """
+    from dataclasses import replace
+
+    from llmops_ml.batching import BatchEngine, Request
+
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    engine = BatchEngine(
+        lm.model,
+        lm.eos_ids,
+        int(lm.tokenizer.pad_token_id),
+        max_batch_size=max(1, len(prompts)),
+        device=lm.device,
+    )
+    for i, prompt in enumerate(prompts):
+        row_sampling = sampling if seeds is None else replace(sampling, seed=seeds[i])
+        engine.add(Request(str(i), list(lm.tokenizer(prompt)["input_ids"]), row_sampling))
+    tokens: list[list[int]] = [[] for _ in prompts]
+    while engine.has_work():
+        for token in engine.step():
+            if token.token_id is not None:
+                tokens[int(token.request_id)].append(token.token_id)
+    return [answer(lm, row) for row in tokens]

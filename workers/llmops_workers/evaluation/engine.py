@@ -1,13 +1,14 @@
 """The eval loop: batches of examples through the model, events between batches, the report at
 the end. Imports torch; `run_eval` imports this module only when called.
 
-Loading, generation and teacher-forced scoring are the model package's (`llmops_ml`), the same
-code the serving engine runs, so the gates judge what is served; this module maps an eval spec
-onto them.
+Loading, generation and teacher-forced scoring are the model package's (`llmops_ml`), and
+answers come from the serving engine's step loop (`generation.generate_continuous`), so the
+gates judge what is served; this module maps an eval spec onto them.
 
 Batches follow the file's order and may mix generation examples and preference pairs. A
-generation example costs one `generate` call (shared by its batch) and one teacher-forced
-forward for its reference's loss; a preference pair costs one forward for chosen and rejected.
+generation example is one row of its batch's decoding (a row leaves when its answer ends) and
+one teacher-forced forward for its reference's loss; a preference pair costs one forward for
+chosen and rejected.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Sequence
 
 import torch
 import transformers
-from transformers import GenerationConfig
 
 from llmops_ml import generation, loading, scoring
 from llmops_ml.loading import LoadedModel
+from llmops_ml.sampling import Sampling
 from llmops_workers.engines.data import render_prompt
 from llmops_workers.engines.runtime import engine_runtime
 from llmops_workers.evaluation.examples import Example, limited, load_examples
@@ -46,10 +47,10 @@ def _prompt(example: Example, template: str | None) -> str:
     return render_prompt({"prompt": example.prompt}, template)
 
 
-def _generation_config(lm: LoadedModel, spec: EvalSpec) -> GenerationConfig:
-    """The spec's decoding: greedy for temperature 0, else seeded nucleus sampling."""
-    return generation.generation_config(
-        lm, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p
+def _sampling(spec: EvalSpec) -> Sampling:
+    """The spec's decoding: greedy for temperature 0, else nucleus sampling (no top-k cut)."""
+    return Sampling(
+        max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p
     )
 
 
@@ -57,7 +58,9 @@ def _generation_records(
     lm: LoadedModel, spec: EvalSpec, batch: Sequence[Example], labels: frozenset[str]
 ) -> list[Record]:
     prompts = [_prompt(example, spec.template) for example in batch]
-    predictions = generation.generate(lm, prompts, _generation_config(lm, spec))
+    # Sampled: example i draws from seed + i, whatever the batch size.
+    seeds = [spec.seed + example.index for example in batch] if spec.temperature > 0 else None
+    predictions = generation.generate_continuous(lm, prompts, _sampling(spec), seeds=seeds)
     sequences = [
         scoring.encode(lm.tokenizer, prompt, [example.reference])[0]
         for prompt, example in zip(prompts, batch, strict=True)
