@@ -118,8 +118,10 @@ class Engine(Protocol):
 
     def generate(
         self, files: ModelFiles, prompt_ids: Sequence[int], sampling: Sampling
-    ) -> AsyncGenerator[TokenEvent, None]:
-        """The request's tokens as they are produced, ending with a finish reason.
+    ) -> AsyncGenerator[Sequence[TokenEvent], None]:
+        """The request's tokens as they are produced, ending with a finish reason. Each item
+        is every event that arrived since the last (one or more): a reader that falls behind
+        the engine catches up in one item instead of one per token.
 
         Refuses a request over the engine's queue limit with `ResourceExhausted`. Closing the
         iterator early (a stop string, a cancelled or timed-out call) cancels the request at the

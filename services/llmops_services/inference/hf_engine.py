@@ -8,8 +8,9 @@
   adapter a request is still using is never evicted (it is pinned until the engine reports the
   request finished).
 - **One `BatchEngine` per base, driven by one thread** that runs `step()` while there is work
-  and sleeps on a condition otherwise. Tokens go to each request's asyncio queue through
-  `loop.call_soon_threadsafe`, so the event loop never waits for a forward pass.
+  and sleeps on a condition otherwise. A step's tokens go to their requests' asyncio queues in
+  one `loop.call_soon_threadsafe` per step (not one per row: each call wakes the loop through
+  its self-pipe), so the event loop never waits for a forward pass and wakes once per step.
 - torch and `llmops_ml` are imported when the first model loads: a services process that gets no
   inference traffic never imports torch.
 
@@ -30,7 +31,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llmops_services.errors import (
@@ -54,8 +56,39 @@ from llmops_services.settings import Settings
 log = logging.getLogger("llmops.inference")
 
 
-Sink = Callable[[Any], None]
-"""Where the driver thread hands a request's engine tokens (or the error that ended it)."""
+@dataclass(frozen=True)
+class Sink:
+    """Where the driver thread hands a request's engine tokens (or the error that ended it):
+    its queue, on the event loop that reads it."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Any]
+
+    def put(self, item: Any) -> None:
+        """Hands one item over from the driver thread."""
+        _hand_over(self.loop, [(self.queue, item)])
+
+
+def _put_all(items: Sequence[tuple[asyncio.Queue[Any], Any]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Queue[Any], Any]]
+) -> None:
+    # A closed loop raises RuntimeError: nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_put_all, items)
+
+
+def _deliver_all(handed: Sequence[tuple[Sink, Any]]) -> None:
+    """Hands a step's items over with one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
+    for sink, item in handed:
+        by_loop.setdefault(sink.loop, []).append((sink.queue, item))
+    for loop, items in by_loop.items():
+        _hand_over(loop, items)
 
 
 class HFTokenizer:
@@ -152,21 +185,27 @@ class LoadedBase:
                 continue
             if tokens:
                 metrics.BATCH_SIZE.observe(len(tokens))
-            for token in tokens:
-                self._deliver(token, step_started)
+                self._deliver(tokens, step_started)
         self._end_all(Unavailable("the inference engine is stopping"), cancel=False)
 
-    def _deliver(self, token: Any, step_started: float) -> None:
+    def _deliver(self, tokens: Sequence[Any], step_started: float) -> None:
+        handed: list[tuple[Sink, Any]] = []
+        waited: list[float] = []
         with self._state_lock:
-            submitted = self._submitted.pop(token.request_id, None)
-            entry = self._sinks.get(token.request_id)
-            if entry is not None and token.finish_reason is not None:
-                del self._sinks[token.request_id]
-                self._unpin(entry[1])
-        if submitted is not None:  # its first token: admitted by this step
-            metrics.QUEUE_WAIT.observe(max(step_started - submitted, 0.0))
-        if entry is not None:
-            entry[0](token)
+            for token in tokens:
+                submitted = self._submitted.pop(token.request_id, None)
+                if submitted is not None:  # its first token: admitted by this step
+                    waited.append(max(step_started - submitted, 0.0))
+                entry = self._sinks.get(token.request_id)
+                if entry is None:
+                    continue
+                if token.finish_reason is not None:
+                    del self._sinks[token.request_id]
+                    self._unpin(entry[1])
+                handed.append((entry[0], token))
+        for seconds in waited:
+            metrics.QUEUE_WAIT.observe(seconds)
+        _deliver_all(handed)
 
     def _end(self, request_ids: Sequence[str], error: BaseException) -> None:
         """Ends requests the engine has dropped, with `error`."""
@@ -177,7 +216,7 @@ class LoadedBase:
             for _, adapter in ended:
                 self._unpin(adapter)
         for sink, _ in ended:
-            sink(error)
+            sink.put(error)
 
     def _end_all(self, error: BaseException, *, cancel: bool) -> None:
         with self._state_lock:
@@ -189,7 +228,7 @@ class LoadedBase:
         for request_id, (sink, _) in ended:
             if cancel:
                 self.engine.cancel(request_id)
-            sink(error)
+            sink.put(error)
 
     # Requests (from the event loop)
 
@@ -402,7 +441,7 @@ class HFEngine:
 
     async def generate(
         self, files: ModelFiles, prompt_ids: Sequence[int], sampling: Sampling
-    ) -> AsyncGenerator[TokenEvent, None]:
+    ) -> AsyncGenerator[Sequence[TokenEvent], None]:
         limit = self._settings.inference_max_queued
         if self._in_flight >= limit:
             raise ResourceExhausted(
@@ -414,24 +453,29 @@ class HFEngine:
             base = await self._base(files)
             adapter = await self._acquire(base, files) if files.adapter_id else None
             request_id = f"gen-{next(self._ids)}"
-            loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
-
-            def sink(item: Any) -> None:
-                # A closed loop raises RuntimeError: nobody is waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-
+            sink = Sink(asyncio.get_running_loop(), queue)
             base.submit(request_id, prompt_ids, sampling, adapter, sink)
             finished = False
             try:
                 while not finished:
-                    item = await queue.get()
-                    if isinstance(item, BaseException):
-                        finished = True
-                        raise item
-                    finished = item.finish_reason is not None
-                    yield TokenEvent(item.token_id, item.finish_reason)
+                    items = [await queue.get()]
+                    while not queue.empty():
+                        items.append(queue.get_nowait())
+                    events: list[TokenEvent] = []
+                    failure: BaseException | None = None
+                    for item in items:
+                        if isinstance(item, BaseException):
+                            failure = item
+                            break
+                        events.append(TokenEvent(item.token_id, item.finish_reason))
+                        if item.finish_reason is not None:
+                            break
+                    finished = failure is not None or events[-1].finish_reason is not None
+                    if events:
+                        yield events
+                    if failure is not None:
+                        raise failure
             finally:
                 if not finished:
                     base.cancel(request_id)

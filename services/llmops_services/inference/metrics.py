@@ -57,7 +57,8 @@ TIME_TO_FIRST_TOKEN = Histogram(
 )
 INTER_TOKEN_LATENCY = Histogram(
     "llmops_inference_inter_token_latency_seconds",
-    "Between two consecutive tokens of one answer.",
+    "Between two deliveries of tokens to one answer: one per decode step while the service "
+    "keeps up, several steps' tokens at once when it falls behind (as vLLM counts it).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.4, 0.75, 1.5, 3.0),
 )
 QUEUE_WAIT = Histogram(

@@ -218,24 +218,29 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         events = self.engine.generate(plan.files, plan.prompt_ids, sampling)
         try:
             async with contextlib.aclosing(events):  # leaving early cancels the engine request
-                async for event in events:
-                    if event.token_id is not None:
+                async for chunk in events:  # one piece per chunk, however many tokens it has
+                    if any(event.token_id is not None for event in chunk):
                         now = time.perf_counter()
                         if last_token_at is None:
                             metrics.TIME_TO_FIRST_TOKEN.observe(now - plan.started)
                         else:
                             metrics.INTER_TOKEN_LATENCY.observe(now - last_token_at)
                         last_token_at = now
-                        completion += 1
-                        delta = text.push(event.token_id)
-                        if text.stopped:
-                            reason = "stop"
-                            yield _Piece(delta)
+                    deltas: list[str] = []
+                    for event in chunk:
+                        if event.token_id is not None:
+                            completion += 1
+                            deltas.append(text.push(event.token_id))
+                            if text.stopped:
+                                reason = "stop"
+                                break
+                        if event.finish_reason is not None:
+                            reason = event.finish_reason
                             break
-                        if delta:
-                            yield _Piece(delta)
-                    if event.finish_reason is not None:
-                        reason = event.finish_reason
+                    delta = "".join(deltas)
+                    if delta or text.stopped:
+                        yield _Piece(delta)
+                    if reason is not None:
                         break
             if reason not in _FINISH:
                 raise Unavailable("the generation was cancelled by the engine (it is stopping)")
