@@ -16,7 +16,7 @@ from llmops.v1 import jobs_pb2
 from llmops.v1 import registry_service_pb2 as registry_pb
 from tests.conftest import ServerThread, make_settings
 from tests.integration.test_cli_commands import cli
-from tests.integration.workers import TERMINAL, Workers, until
+from tests.integration.workers import Workers
 from tests.tiny_models import TinyModels
 
 PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
@@ -178,5 +178,23 @@ def test_merge_requests_are_checked_before_anything_is_queued(
         assert cancelled.state == jobs_pb2.JOB_STATE_CANCELLED and cancelled.done
         states = _state_changes(list(cancelled.events()))
         assert states == ["QUEUED", "CANCELLED"]
-        until(lambda: client.merges.get(job.id).state in TERMINAL, 5, "the cancelled merge")
         assert client.merges.get(job.id).result_model == ""
+
+
+async def test_the_async_client_merges_through_the_same_core(
+    stack: ServerThread, tiny_models: TinyModels, adapter_dir: Path
+) -> None:
+    async with llmops.AsyncClient(stack.address, timeout=30) as client:
+        base = await client.models.create("tiny", str(tiny_models.base))
+        await client.models.create("helper", str(adapter_dir), "adapter", base_model=base.id)
+        with pytest.raises(llmops.InvalidArgument) as a_base:
+            await client.models.merge(base.id)
+        assert [v.field for v in a_base.value.field_violations] == ["model"]
+        job = await client.models.merge("helper", "helper-async", idempotency_key="k")
+        assert isinstance(job, llmops.AsyncMergeJobHandle) and job.output_name == "helper-async"
+        assert (await client.merges.create("helper", idempotency_key="k")).id == job.id
+        await job.cancel()  # no worker runs here
+        assert job.state == jobs_pb2.JOB_STATE_CANCELLED
+        assert [e.state async for e in job.watch()][-1] == jobs_pb2.JOB_STATE_CANCELLED
+        assert [j.id async for j in client.merges.list(state="cancelled")] == [job.id]
+        assert (await client.merges.wait(job.id, timeout=5)).state == job.state
