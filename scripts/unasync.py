@@ -71,8 +71,9 @@ SYNC_TEXT: dict[Path, list[tuple[str, str]]] = {
             '''"""The sync job handles, generated from `_async_jobs.py`.''',
         ),
         (
-            "A training job or eval run of the async client, reading its latest message.",
-            "A training job or eval run of the sync client, reading its latest message.",
+            "A training job, eval run or merge job of the async client, reading its latest "
+            "message.",
+            "A training job, eval run or merge job of the sync client, reading its latest message.",
         ),
     ],
 }

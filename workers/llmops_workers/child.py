@@ -1,5 +1,5 @@
-"""The child process of a job: runs one engine (training or eval), reports over a queue, and dies
-with its parent.
+"""The child process of a job: runs one engine (training, eval or merge), reports over a queue,
+and dies with its parent.
 
 Engines run here rather than in the worker's event loop: a blocking loop would stall arq's
 polling and heartbeats, and a crash or OOM here cannot take the worker down with it.
@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalResult, EvalSpec
+from llmops_workers.merge_job import MergeResult, MergeSpec
 from llmops_workers.messages import Checkpoint, Error, Metrics, Result, Started
 
 STOP_NONE, STOP_CANCEL, STOP_PAUSE = 0, 1, 2
@@ -56,7 +57,8 @@ class QueueEvents:
 
 
 class QueueEvalEvents:
-    """EvalEvents that forward progress to the parent and read its stop flag."""
+    """EvalEvents (and MergeEvents) that forward progress to the parent and read its stop
+    flag."""
 
     def __init__(self, queue: Queue[Any], control: Synchronized[int]) -> None:
         self._queue = queue
@@ -73,11 +75,15 @@ class QueueEvalEvents:
 
 
 def _run(
-    spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]
-) -> TrainingResult | EvalResult:
+    spec: TrainingSpec | EvalSpec | MergeSpec, queue: Queue[Any], control: Synchronized[int]
+) -> TrainingResult | EvalResult | MergeResult:
     import torch
 
     torch.set_num_threads(spec.threads)
+    if isinstance(spec, MergeSpec):
+        from llmops_workers.merge_job import run_merge
+
+        return run_merge(spec, QueueEvalEvents(queue, control))
     if isinstance(spec, EvalSpec):
         from llmops_workers.evaluation import run_eval
 
@@ -88,9 +94,9 @@ def _run(
 
 
 def child_main(
-    spec: TrainingSpec | EvalSpec, queue: Queue[Any], control: Synchronized[int]
+    spec: TrainingSpec | EvalSpec | MergeSpec, queue: Queue[Any], control: Synchronized[int]
 ) -> None:
-    """Entry point of the child: runs the training or eval engine and sends its result or its
+    """Entry point of the child: runs the training, eval or merge engine and sends its result or its
     error, classified: `input` (the job's data or model), `precondition` (a library missing
     on this worker) or `internal` (anything else, which the worker retries)."""
     _die_with_parent()

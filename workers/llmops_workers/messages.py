@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from llmops_workers.engines.spec import TrainingResult
     from llmops_workers.evaluation.spec import EvalResult
+    from llmops_workers.merge_job import MergeResult
 
 ErrorCause = Literal["input", "precondition", "internal", "crash"]
 """Why an attempt failed: the job's input (never retried), a library this worker lacks (never
@@ -45,7 +46,7 @@ class Checkpoint:
 class Result:
     """The engine finished (completed, cancelled or paused: `result.status`)."""
 
-    result: TrainingResult | EvalResult
+    result: TrainingResult | EvalResult | MergeResult
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,16 @@ class EvalInputs:
     template: str | None
 
 
+@dataclass(frozen=True)
+class MergeInputs:
+    """A merge job's inputs: the adapter (its model message, for the lineage it passes on) and
+    the local directories of the adapter and its base."""
+
+    adapter: registry_pb.Model
+    adapter_dir: Path
+    base_dir: Path
+
+
 def registry_address(settings: Settings) -> str:
     """`LLMOPS_REGISTRY_ADDRESS`, else the address the stack of the data dir recorded."""
     if settings.registry_address:
@@ -183,4 +193,38 @@ class RegistryLink:
             origin=origin,
             metrics=metrics,
             idempotency_key=f"training:{job.id}",
+        )
+
+    async def merge_inputs(self, job: JobRow) -> MergeInputs:
+        """Resolves a merge job's adapter and its base; NotFound when one was deleted since."""
+        adapter = await self.client.models.get(job.model_id)
+        if adapter.kind != registry_pb.MODEL_KIND_ADAPTER:  # checked at creation; ids are fixed
+            raise ValueError(f"{adapter.id} is not an adapter")
+        base_dir = await self._model_dir(adapter.origin.base_model)
+        return MergeInputs(adapter, self._local(adapter.uri), base_dir)
+
+    async def register_merged(
+        self, job: JobRow, produced: Path, adapter: registry_pb.Model
+    ) -> registry_pb.Model:
+        """Registers a merge job's model, once per job whatever the attempt (idempotent): its
+        parent is the adapter, its base the adapter's base, and the rest of the adapter's
+        lineage (dataset, method, hyperparameters, training job, template) is carried over, so
+        the merged model answers where it came from without a hop through the adapter."""
+        origin = registry_pb.ModelOrigin()
+        origin.CopyFrom(adapter.origin)
+        origin.parent_model = adapter.id
+        origin.merge_job = job.id
+        origin.attempt = job.attempt
+        key = str(produced.relative_to(self.platform.store.root))
+        description = str(job.resolved_hyperparameters.get("description", "")) or (
+            f"{adapter.name} v{adapter.version} merged into its base by {job.id}"
+        )
+        return await self.client.models.create(
+            job.output_name,
+            self.platform.store.uri(key),
+            kind="merged",
+            description=description,
+            origin=origin,
+            metrics=dict(adapter.metrics),
+            idempotency_key=f"merge:{job.id}",
         )

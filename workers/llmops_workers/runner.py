@@ -35,6 +35,7 @@ from llmops_workers import telemetry
 from llmops_workers.child import STOP_CANCEL, STOP_NONE, STOP_PAUSE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalSpec
+from llmops_workers.merge_job import MergeSpec
 from llmops_workers.messages import (
     Checkpoint,
     ChildMessage,
@@ -196,7 +197,10 @@ def _reap(child: Any) -> None:
 
 
 async def supervise(
-    platform: Platform, attempt: Attempt, spec: TrainingSpec | EvalSpec, exiting: list[Any]
+    platform: Platform,
+    attempt: Attempt,
+    spec: TrainingSpec | EvalSpec | MergeSpec,
+    exiting: list[Any],
 ) -> Outcome:
     """Runs the child to its end: its Result or Error, or LeaseLost.
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from llmops_services.jobs.kinds import JobKind
 from llmops_workers.eval_runner import eval_attempt
+from llmops_workers.merge_runner import merge_attempt
 from llmops_workers.runner import AttemptBody, training_attempt
 
 RUNNERS: dict[JobKind, AttemptBody] = {
     JobKind.TRAINING: training_attempt,
     JobKind.EVAL: eval_attempt,
+    JobKind.MERGE: merge_attempt,
 }

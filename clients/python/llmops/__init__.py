@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from llmops._jobs import (
         AsyncEvalRunHandle,
         AsyncJobHandle,
+        AsyncMergeJobHandle,
         AsyncTrainingJobHandle,
         EvalRunHandle,
         JobHandle,
+        MergeJobHandle,
         TrainingJobHandle,
     )
     from llmops._version import __version__
@@ -56,9 +58,11 @@ _EXPORTS = {
         for name in (
             "AsyncEvalRunHandle",
             "AsyncJobHandle",
+            "AsyncMergeJobHandle",
             "AsyncTrainingJobHandle",
             "EvalRunHandle",
             "JobHandle",
+            "MergeJobHandle",
             "TrainingJobHandle",
         )
     },
@@ -94,6 +98,7 @@ __all__ = [
     "AsyncClient",
     "AsyncEvalRunHandle",
     "AsyncJobHandle",
+    "AsyncMergeJobHandle",
     "AsyncTrainingJobHandle",
     "Cancelled",
     "Client",
@@ -107,6 +112,7 @@ __all__ = [
     "InvalidArgument",
     "JobHandle",
     "LlmopsError",
+    "MergeJobHandle",
     "NotFound",
     "PermissionDenied",
     "PreconditionViolation",

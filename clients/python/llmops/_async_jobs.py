@@ -1,8 +1,8 @@
 """The async job handles, and the source of the sync ones: `scripts/unasync.py` writes
 `_sync_jobs.py` from this file (`make unasync`), so the two cannot drift apart.
 
-What both kinds of job answer the same way (get, cancel, events, watch, wait) is written once
-here, so the Training and Eval sub-clients cannot drift apart either.
+What every kind of job answers the same way (get, cancel, events, watch, wait) is written once
+here, so the Training, Eval and Merge sub-clients cannot drift apart either.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from llmops._job_base import (
     M,
     _EvalFields,
     _Fields,
+    _MergeFields,
     _TrainingFields,
     backoff,
     check_reconnects,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncEvalRunHandle",
     "AsyncJobHandle",
     "AsyncJobOps",
+    "AsyncMergeJobHandle",
     "AsyncTrainingCalls",
     "AsyncTrainingJobHandle",
     "await_for",
@@ -117,7 +119,7 @@ class AsyncJobOps(Generic[M]):
 
 
 class AsyncJobHandle(_Fields[M]):
-    """A training job or eval run of the async client, reading its latest message."""
+    """A training job, eval run or merge job of the async client, reading its latest message."""
 
     def __init__(self, message: M, ops: AsyncJobOps[M]) -> None:
         self._message = message
@@ -206,3 +208,8 @@ class AsyncTrainingJobHandle(AsyncJobHandle[training_service_pb2.TrainingJob], _
 
 class AsyncEvalRunHandle(AsyncJobHandle[eval_service_pb2.EvalRun], _EvalFields):
     """An eval run: `wait()`, `watch()`, `cancel()`; metrics and gate verdicts once done."""
+
+
+class AsyncMergeJobHandle(AsyncJobHandle[training_service_pb2.MergeJob], _MergeFields):
+    """A merge job: `wait()`, `watch()`, `cancel()`; `result_model` is the merged model once
+    it succeeded."""

@@ -24,7 +24,7 @@ _MAX_BACKOFF_SECONDS = 4.0
 
 
 class JobMessage(Protocol):
-    """What a `TrainingJob` and an `EvalRun` have in common."""
+    """What a `TrainingJob`, an `EvalRun` and a `MergeJob` have in common."""
 
     @property
     def id(self) -> str: ...
@@ -212,3 +212,21 @@ class _EvalFields(_Fields[eval_service_pb2.EvalRun]):
     @property
     def report_uri(self) -> str:
         return self._message.report_uri
+
+
+class _MergeFields(_Fields[training_service_pb2.MergeJob]):
+    @property
+    def model(self) -> str:
+        return self._message.model
+
+    @property
+    def base_model(self) -> str:
+        return self._message.base_model
+
+    @property
+    def output_name(self) -> str:
+        return self._message.output_name
+
+    @property
+    def result_model(self) -> str:
+        return self._message.result_model

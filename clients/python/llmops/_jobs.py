@@ -1,4 +1,5 @@
-"""Job handles: a training job or eval run that can refresh, wait for, watch and cancel itself.
+"""Job handles: a training job, eval run or merge job that can refresh, wait for, watch and cancel
+itself.
 
 `client.training.create(...)` and `client.eval.create(...)` return a handle rather than the bare
 message, so the result reads as the SDK example in the docs does:
@@ -22,21 +23,31 @@ from llmops._async_jobs import (
     AsyncEvalRunHandle,
     AsyncJobHandle,
     AsyncJobOps,
+    AsyncMergeJobHandle,
     AsyncTrainingJobHandle,
     await_for,
 )
 from llmops._job_base import WATCH_RECONNECTS
-from llmops._sync_jobs import EvalRunHandle, JobHandle, JobOps, TrainingJobHandle, wait_for
+from llmops._sync_jobs import (
+    EvalRunHandle,
+    JobHandle,
+    JobOps,
+    MergeJobHandle,
+    TrainingJobHandle,
+    wait_for,
+)
 
 __all__ = [
     "WATCH_RECONNECTS",
     "AsyncEvalRunHandle",
     "AsyncJobHandle",
     "AsyncJobOps",
+    "AsyncMergeJobHandle",
     "AsyncTrainingJobHandle",
     "EvalRunHandle",
     "JobHandle",
     "JobOps",
+    "MergeJobHandle",
     "TrainingJobHandle",
     "await_for",
     "wait_for",

@@ -422,6 +422,53 @@ def compare_eval_runs(first: str, second: str) -> eval_service_pb2.CompareEvalRu
     )
 
 
+# Merge jobs
+
+
+def merge_adapter(
+    *, model: str, output_name: str, description: str, idempotency_key: str
+) -> training_service_pb2.MergeAdapterRequest:
+    return training_service_pb2.MergeAdapterRequest(
+        model=_required("model", model),
+        output_name=output_name,
+        description=description,
+        idempotency_key=idempotency_key,
+    )
+
+
+def get_merge_job(job: str) -> training_service_pb2.GetMergeJobRequest:
+    return training_service_pb2.GetMergeJobRequest(id=_required("id", job))
+
+
+def list_merge_jobs(
+    model: str | None, state: str | None, page_size: int, page_token: str
+) -> training_service_pb2.ListMergeJobsRequest:
+    return training_service_pb2.ListMergeJobsRequest(
+        page_size=page_size,
+        page_token=page_token,
+        model=model or "",
+        state=_optional_state(state),
+    )
+
+
+def cancel_merge_job(job: str) -> training_service_pb2.CancelMergeJobRequest:
+    return training_service_pb2.CancelMergeJobRequest(id=_required("id", job))
+
+
+def merge_job_events(
+    job: str, page_size: int, page_token: str
+) -> training_service_pb2.ListMergeJobEventsRequest:
+    return training_service_pb2.ListMergeJobEventsRequest(
+        id=_required("id", job), page_size=page_size, page_token=page_token
+    )
+
+
+def watch_merge_job(job: str, after_sequence: int) -> training_service_pb2.WatchMergeJobRequest:
+    return training_service_pb2.WatchMergeJobRequest(
+        id=_required("id", job), after_sequence=after_sequence
+    )
+
+
 # Inference
 
 

@@ -1,8 +1,8 @@
 # Generated from _async_jobs.py by scripts/unasync.py (make unasync): do not edit.
 """The sync job handles, generated from `_async_jobs.py`.
 
-What both kinds of job answer the same way (get, cancel, events, watch, wait) is written once
-here, so the Training and Eval sub-clients cannot drift apart either.
+What every kind of job answers the same way (get, cancel, events, watch, wait) is written once
+here, so the Training, Eval and Merge sub-clients cannot drift apart either.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from llmops._job_base import (
     M,
     _EvalFields,
     _Fields,
+    _MergeFields,
     _TrainingFields,
     backoff,
     check_reconnects,
@@ -30,6 +31,7 @@ __all__ = [
     "EvalRunHandle",
     "JobHandle",
     "JobOps",
+    "MergeJobHandle",
     "TrainingCalls",
     "TrainingJobHandle",
     "wait_for",
@@ -114,7 +116,7 @@ class JobOps(Generic[M]):
 
 
 class JobHandle(_Fields[M]):
-    """A training job or eval run of the sync client, reading its latest message."""
+    """A training job, eval run or merge job of the sync client, reading its latest message."""
 
     def __init__(self, message: M, ops: JobOps[M]) -> None:
         self._message = message
@@ -201,3 +203,8 @@ class TrainingJobHandle(JobHandle[training_service_pb2.TrainingJob], _TrainingFi
 
 class EvalRunHandle(JobHandle[eval_service_pb2.EvalRun], _EvalFields):
     """An eval run: `wait()`, `watch()`, `cancel()`; metrics and gate verdicts once done."""
+
+
+class MergeJobHandle(JobHandle[training_service_pb2.MergeJob], _MergeFields):
+    """A merge job: `wait()`, `watch()`, `cancel()`; `result_model` is the merged model once
+    it succeeded."""

@@ -28,7 +28,12 @@ from typing import Any, Generic, TypeVar, Unpack
 import grpc
 
 from llmops import _requests as req
-from llmops._async_jobs import AsyncEvalRunHandle, AsyncJobOps, AsyncTrainingJobHandle
+from llmops._async_jobs import (
+    AsyncEvalRunHandle,
+    AsyncJobOps,
+    AsyncMergeJobHandle,
+    AsyncTrainingJobHandle,
+)
 from llmops._channel import ConnectionConfig, aio_channel, new_request_id
 from llmops._job_base import EventPage, M
 from llmops._pagination import apaginate
@@ -53,6 +58,8 @@ __all__ = [
     "AsyncEval",
     "AsyncEvalRunHandle",
     "AsyncInference",
+    "AsyncMergeJobHandle",
+    "AsyncMerges",
     "AsyncModels",
     "AsyncTemplates",
     "AsyncTraining",
@@ -251,13 +258,18 @@ class AsyncDatasets:
 
 
 class AsyncModels:
-    """Registered models (base, adapter, merged), their aliases and lineage."""
+    """Registered models (base, adapter, merged), their aliases and lineage; `merge` folds an
+    adapter into its base as a job (`client.merges` gets, lists and waits for those)."""
 
     def __init__(
-        self, transport: _AioTransport, stub: registry_service_pb2_grpc.RegistryServiceAsyncStub
+        self,
+        transport: _AioTransport,
+        stub: registry_service_pb2_grpc.RegistryServiceAsyncStub,
+        merges: AsyncMerges,
     ):
         self._t = transport
         self._stub = stub
+        self._merges = merges
 
     async def create(
         self,
@@ -357,9 +369,28 @@ class AsyncModels:
         """Where a model came from and what became of it."""
         return await self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
+    async def merge(
+        self,
+        model: str,
+        output_name: str = "",
+        description: str = "",
+        *,
+        idempotency_key: str = "",
+    ) -> AsyncMergeJobHandle:
+        """Queues a merge of the adapter `model` into its base; returns the job's handle.
+
+        The worker saves the merged weights as safetensors and registers them as a `merged`
+        model named `output_name` (default `<adapter name>-merged`) whose lineage points at the
+        adapter; `(await handle.wait()).result_model` is its id. The same `idempotency_key`
+        returns the same job.
+        """
+        return await self._merges.create(
+            model, output_name, description, idempotency_key=idempotency_key
+        )
+
 
 class _AsyncJobCalls(ABC, Generic[M, H]):
-    """The calls by id that training jobs and eval runs answer the same way."""
+    """The calls by id that training jobs, eval runs and merge jobs answer the same way."""
 
     _jobs: AsyncJobOps[M]
 
@@ -569,6 +600,67 @@ class AsyncEval(_AsyncJobCalls[eval_service_pb2.EvalRun, AsyncEvalRunHandle]):
         return await self._t.unary(self._stub.CompareEvalRuns, request)
 
 
+class AsyncMerges(_AsyncJobCalls[training_service_pb2.MergeJob, AsyncMergeJobHandle]):
+    """Merge jobs, which fold an adapter into its base and register the merged model.
+
+    `create` (also `client.models.merge`) and `get` return `AsyncMergeJobHandle`s and `list`
+    yields them; the calls by id return the `MergeJob` message.
+    """
+
+    def __init__(
+        self, transport: _AioTransport, stub: training_service_pb2_grpc.TrainingServiceAsyncStub
+    ):
+        self._t = transport
+        self._stub = stub
+
+        async def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.merge_job_events(id, size, token)
+            resp = await transport.unary(stub.ListMergeJobEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: AsyncJobOps[training_service_pb2.MergeJob] = AsyncJobOps(
+            get=lambda id: transport.unary(stub.GetMergeJob, req.get_merge_job(id)),
+            cancel=lambda id: transport.unary(stub.CancelMergeJob, req.cancel_merge_job(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchMergeJob, req.watch_merge_job(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: training_service_pb2.MergeJob) -> AsyncMergeJobHandle:
+        return AsyncMergeJobHandle(message, self._jobs)
+
+    async def create(
+        self,
+        model: str,
+        output_name: str = "",
+        description: str = "",
+        *,
+        idempotency_key: str = "",
+    ) -> AsyncMergeJobHandle:
+        """Queues a merge of the adapter `model` (id, name or `name@alias`) into its base."""
+        request = req.merge_adapter(
+            model=model,
+            output_name=output_name,
+            description=description,
+            idempotency_key=idempotency_key,
+        )
+        return self._handle(await self._t.unary(self._stub.MergeAdapter, request))
+
+    def list(
+        self, model: str | None = None, state: str | None = None, *, page_size: int = 0
+    ) -> AsyncIterator[AsyncMergeJobHandle]:
+        """Every merge job matching the filters (the adapter, the state), newest first."""
+        request = req.list_merge_jobs(model, state, page_size, "")
+
+        async def fetch(token: str) -> tuple[Sequence[AsyncMergeJobHandle], str]:
+            request.page_token = token
+            resp = await self._t.unary(self._stub.ListMergeJobs, request)
+            return [self._handle(m) for m in resp.merge_jobs], resp.next_page_token
+
+        return apaginate(fetch)
+
+
 class AsyncInference:
     """Text generation with a base model or adapter, optionally through a prompt template."""
 
@@ -686,12 +778,12 @@ class AsyncClient:
         self._channel = aio_channel(self._config)
         transport = _AioTransport(self._config.timeout)
         registry = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
+        training = training_service_pb2_grpc.TrainingServiceStub(self._channel)
         self.templates = AsyncTemplates(transport, registry)
         self.datasets = AsyncDatasets(transport, registry)
-        self.models = AsyncModels(transport, registry)
-        self.training = AsyncTraining(
-            transport, training_service_pb2_grpc.TrainingServiceStub(self._channel)
-        )
+        self.merges = AsyncMerges(transport, training)
+        self.models = AsyncModels(transport, registry, self.merges)
+        self.training = AsyncTraining(transport, training)
         self.eval = AsyncEval(transport, eval_service_pb2_grpc.EvalServiceStub(self._channel))
         self.inference = AsyncInference(
             transport, inference_service_pb2_grpc.InferenceServiceStub(self._channel)

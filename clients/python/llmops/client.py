@@ -30,7 +30,12 @@ from llmops import _requests as req
 from llmops._channel import ConnectionConfig, new_request_id, sync_channel
 from llmops._job_base import EventPage, M
 from llmops._pagination import paginate
-from llmops._sync_jobs import EvalRunHandle, JobOps, TrainingJobHandle
+from llmops._sync_jobs import (
+    EvalRunHandle,
+    JobOps,
+    MergeJobHandle,
+    TrainingJobHandle,
+)
 from llmops._version import USER_AGENT
 from llmops.errors import REQUEST_ID_KEY, from_rpc_error
 from llmops.settings import ClientSettings
@@ -52,6 +57,8 @@ __all__ = [
     "Eval",
     "EvalRunHandle",
     "Inference",
+    "MergeJobHandle",
+    "Merges",
     "Models",
     "Templates",
     "Training",
@@ -245,11 +252,18 @@ class Datasets:
 
 
 class Models:
-    """Registered models (base, adapter, merged), their aliases and lineage."""
+    """Registered models (base, adapter, merged), their aliases and lineage; `merge` folds an
+    adapter into its base as a job (`client.merges` gets, lists and waits for those)."""
 
-    def __init__(self, transport: _Transport, stub: registry_service_pb2_grpc.RegistryServiceStub):
+    def __init__(
+        self,
+        transport: _Transport,
+        stub: registry_service_pb2_grpc.RegistryServiceStub,
+        merges: Merges,
+    ):
         self._t = transport
         self._stub = stub
+        self._merges = merges
 
     def create(
         self,
@@ -349,9 +363,26 @@ class Models:
         """Where a model came from and what became of it."""
         return self._t.unary(self._stub.GetModelLineage, req.model_lineage(ref))
 
+    def merge(
+        self,
+        model: str,
+        output_name: str = "",
+        description: str = "",
+        *,
+        idempotency_key: str = "",
+    ) -> MergeJobHandle:
+        """Queues a merge of the adapter `model` into its base; returns the job's handle.
+
+        The worker saves the merged weights as safetensors and registers them as a `merged`
+        model named `output_name` (default `<adapter name>-merged`) whose lineage points at the
+        adapter; `handle.wait().result_model` is its id. The same `idempotency_key`
+        returns the same job.
+        """
+        return self._merges.create(model, output_name, description, idempotency_key=idempotency_key)
+
 
 class _AsyncJobCalls(ABC, Generic[M, H]):
-    """The calls by id that training jobs and eval runs answer the same way."""
+    """The calls by id that training jobs, eval runs and merge jobs answer the same way."""
 
     _jobs: JobOps[M]
 
@@ -559,6 +590,65 @@ class Eval(_AsyncJobCalls[eval_service_pb2.EvalRun, EvalRunHandle]):
         return self._t.unary(self._stub.CompareEvalRuns, request)
 
 
+class Merges(_AsyncJobCalls[training_service_pb2.MergeJob, MergeJobHandle]):
+    """Merge jobs, which fold an adapter into its base and register the merged model.
+
+    `create` (also `client.models.merge`) and `get` return `MergeJobHandle`s and `list`
+    yields them; the calls by id return the `MergeJob` message.
+    """
+
+    def __init__(self, transport: _Transport, stub: training_service_pb2_grpc.TrainingServiceStub):
+        self._t = transport
+        self._stub = stub
+
+        def events_page(id: str, size: int, token: str) -> EventPage:
+            request = req.merge_job_events(id, size, token)
+            resp = transport.unary(stub.ListMergeJobEvents, request)
+            return resp.events, resp.next_page_token
+
+        self._jobs: JobOps[training_service_pb2.MergeJob] = JobOps(
+            get=lambda id: transport.unary(stub.GetMergeJob, req.get_merge_job(id)),
+            cancel=lambda id: transport.unary(stub.CancelMergeJob, req.cancel_merge_job(id)),
+            events_page=events_page,
+            watch=lambda id, after, timeout: transport.unary_stream(
+                stub.WatchMergeJob, req.watch_merge_job(id, after), timeout
+            ),
+        )
+
+    def _handle(self, message: training_service_pb2.MergeJob) -> MergeJobHandle:
+        return MergeJobHandle(message, self._jobs)
+
+    def create(
+        self,
+        model: str,
+        output_name: str = "",
+        description: str = "",
+        *,
+        idempotency_key: str = "",
+    ) -> MergeJobHandle:
+        """Queues a merge of the adapter `model` (id, name or `name@alias`) into its base."""
+        request = req.merge_adapter(
+            model=model,
+            output_name=output_name,
+            description=description,
+            idempotency_key=idempotency_key,
+        )
+        return self._handle(self._t.unary(self._stub.MergeAdapter, request))
+
+    def list(
+        self, model: str | None = None, state: str | None = None, *, page_size: int = 0
+    ) -> Iterator[MergeJobHandle]:
+        """Every merge job matching the filters (the adapter, the state), newest first."""
+        request = req.list_merge_jobs(model, state, page_size, "")
+
+        def fetch(token: str) -> tuple[Sequence[MergeJobHandle], str]:
+            request.page_token = token
+            resp = self._t.unary(self._stub.ListMergeJobs, request)
+            return [self._handle(m) for m in resp.merge_jobs], resp.next_page_token
+
+        return paginate(fetch)
+
+
 class Inference:
     """Text generation with a base model or adapter, optionally through a prompt template."""
 
@@ -676,12 +766,12 @@ class Client:
         self._channel = sync_channel(self._config)
         transport = _Transport(self._config.timeout)
         registry = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
+        training = training_service_pb2_grpc.TrainingServiceStub(self._channel)
         self.templates = Templates(transport, registry)
         self.datasets = Datasets(transport, registry)
-        self.models = Models(transport, registry)
-        self.training = Training(
-            transport, training_service_pb2_grpc.TrainingServiceStub(self._channel)
-        )
+        self.merges = Merges(transport, training)
+        self.models = Models(transport, registry, self.merges)
+        self.training = Training(transport, training)
         self.eval = Eval(transport, eval_service_pb2_grpc.EvalServiceStub(self._channel))
         self.inference = Inference(
             transport, inference_service_pb2_grpc.InferenceServiceStub(self._channel)

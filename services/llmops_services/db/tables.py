@@ -87,6 +87,7 @@ class ModelRow(Base):
     method: Mapped[str] = mapped_column(String(16), default="")
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     training_job_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    merge_job_id: Mapped[str] = mapped_column(String(32), default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_step: Mapped[int] = mapped_column(BigInteger, default=0)
     template_id: Mapped[str] = mapped_column(String(63), default="")
@@ -143,8 +144,8 @@ class ApiKeyRow(Base):
 
 
 class JobRow(Base):
-    """A training job or an eval run: the source of truth for its state. Redis only carries the
-    job's id to a worker; a job lost there is found here and queued again."""
+    """A training job, eval run or merge job: the source of truth for its state. Redis only
+    carries the job's id to a worker; a job lost there is found here and queued again."""
 
     __tablename__ = "jobs"
     # an idempotency key names one job of a kind: the same key may name an eval run and a

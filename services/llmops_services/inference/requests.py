@@ -34,8 +34,13 @@ MAX_CHOICES = 8
 MAX_MESSAGES = 256
 CHAT_ROLES = ("system", "user", "assistant")
 DEFAULT_ALIAS = "production"
-_OTHER_KINDS = re.compile(r"^(ds|ftjob|eval)-[0-9a-f]{12}$")
-_KIND_NAMES = {"ds": "a dataset", "ftjob": "a training job", "eval": "an eval run"}
+_OTHER_KINDS = re.compile(r"^(ds|ftjob|eval|merge)-[0-9a-f]{12}$")
+_KIND_NAMES = {
+    "ds": "a dataset",
+    "ftjob": "a training job",
+    "eval": "an eval run",
+    "merge": "a merge job",
+}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ class JobKind(StrEnum):
 
     TRAINING = ("training", "ftjob", "training_job")
     EVAL = ("eval", "eval", "eval_run")
+    MERGE = ("merge", "merge", "merge_job")
 
     def __new__(cls, value: str, id_prefix: str, resource_type: str) -> JobKind:
         member = str.__new__(cls, value)

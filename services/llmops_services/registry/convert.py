@@ -94,6 +94,7 @@ def model(row: ModelRow, aliases: list[str]) -> pb.Model:
             template_version=row.template_version,
             teacher_model=row.teacher_model_id or "",
             parent_model=row.parent_model_id or "",
+            merge_job=row.merge_job_id,
         ),
         metrics={str(k): float(v) for k, v in row.metrics.items()},
         aliases=sorted(aliases),

@@ -161,6 +161,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             "method": origin.method,
             "hyperparameters": json_format.MessageToDict(origin.hyperparameters),
             "training_job_id": origin.training_job,
+            "merge_job_id": origin.merge_job,
             "attempt": origin.attempt,
             "checkpoint_step": origin.checkpoint_step,
             "template_id": origin.template_id,

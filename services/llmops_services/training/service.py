@@ -1,4 +1,6 @@
-"""TrainingService: validate, persist, enqueue; then report what workers write."""
+"""TrainingService: validate, persist, enqueue; then report what workers write. It hosts the
+merge jobs too (`merges`): why there, and not in the Registry or Inference, is in
+docs/architecture.md#merge-jobs."""
 
 from __future__ import annotations
 
@@ -34,13 +36,14 @@ from llmops_services.registry.names import check_name, require
 from llmops_services.runtime.context import Context, trace_id_var
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
-from llmops_services.training import checkpoints, convert, requests
+from llmops_services.training import checkpoints, convert, merges, requests
 
 log = logging.getLogger("llmops.training")
 
 INSTALL_4BIT = "install bitsandbytes>=0.48 on the workers (pip install 'bitsandbytes>=0.48')"
 
 KIND = JobKind.TRAINING
+MERGE = JobKind.MERGE
 
 
 class TrainingService(pb_grpc.TrainingServiceServicer):
@@ -243,6 +246,76 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
             return model_of(session, row)
 
         return await self.db.run(work)
+
+    # Merge jobs
+
+    async def MergeAdapter(self, request: pb.MergeAdapterRequest, context: Context) -> pb.MergeJob:
+        traceparent = _traceparent(context)
+
+        def draft(session: Session) -> creation.Draft:
+            checked = merges.check(session, request)
+            row = merges.draft_row(checked, traceparent)
+            note = f"merge of {checked.adapter.id} into {checked.base.id} created"
+            return creation.Draft(row, note)
+
+        return await creation.create_job(
+            self.db,
+            self.queue,
+            MERGE,
+            request.idempotency_key,
+            draft,
+            lambda session, row: merges.merge_job(row),
+        )
+
+    async def GetMergeJob(self, request: pb.GetMergeJobRequest, context: Context) -> pb.MergeJob:
+        require("id", request.id)
+        return merges.merge_job(await self.db.run(lambda s: get_job(s, request.id, MERGE)))
+
+    async def ListMergeJobs(
+        self, request: pb.ListMergeJobsRequest, context: Context
+    ) -> pb.ListMergeJobsResponse:
+        state = job_convert.STATES.get(request.state, "UNSPECIFIED")
+        page = page_of(request.page_size, request.page_token, request.model, state)
+
+        def work(session: Session) -> list[JobRow]:
+            query = select(JobRow).where(JobRow.kind == MERGE)
+            if request.model:
+                query = query.where(JobRow.model_id == models.find_model(session, request.model).id)
+            if state != "UNSPECIFIED":
+                query = query.where(JobRow.state == state)
+            query = query.order_by(JobRow.create_time.desc(), JobRow.id)
+            return list(session.scalars(query.offset(page.offset).limit(page.limit + 1)).all())
+
+        rows = await self.db.run(work)
+        return pb.ListMergeJobsResponse(
+            merge_jobs=[merges.merge_job(r) for r in rows[: page.limit]],
+            next_page_token=page.next_token(len(rows)),
+        )
+
+    async def CancelMergeJob(
+        self, request: pb.CancelMergeJobRequest, context: Context
+    ) -> pb.MergeJob:
+        require("id", request.id)
+        return merges.merge_job(await self.db.run(lambda s: api.cancel(s, request.id, MERGE)))
+
+    async def ListMergeJobEvents(
+        self, request: pb.ListMergeJobEventsRequest, context: Context
+    ) -> pb.ListMergeJobEventsResponse:
+        require("id", request.id)
+        events, token = await api.events_page(
+            self.db, request.id, MERGE, request.page_size, request.page_token
+        )
+        return pb.ListMergeJobEventsResponse(events=events, next_page_token=token)
+
+    async def WatchMergeJob(
+        self, request: pb.WatchMergeJobRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        require("id", request.id)
+        poll = self.platform.settings.watch_poll_seconds
+        async for event in api.watch(
+            self.db, request.id, MERGE, request.after_sequence, poll, self.queue.signals
+        ):
+            yield event
 
 
 def _traceparent(context: Context) -> str:

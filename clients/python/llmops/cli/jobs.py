@@ -1,6 +1,6 @@
 """`llmops jobs`: training jobs by id: list, show, events, watch, cancel, pause, resume and
-checkpoints. `show`, `events`, `watch` and `cancel` take eval run ids (`eval-...`) too, so one
-command follows whatever the platform is running.
+checkpoints. `show`, `events`, `watch` and `cancel` take eval run ids (`eval-...`) and merge job
+ids (`merge-...`) too, so one command follows whatever the platform is running.
 
 `watch` (and `train ... --wait`, which shares it) exits 0 when the job succeeds and 1 when it
 fails or is cancelled, so scripts can chain on it.
@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from llmops._jobs import EvalRunHandle, TrainingJobHandle
+    from llmops._jobs import EvalRunHandle, MergeJobHandle, TrainingJobHandle
     from llmops.v1 import jobs_pb2
 
-    AnyJob = TrainingJobHandle | EvalRunHandle
+    AnyJob = TrainingJobHandle | EvalRunHandle | MergeJobHandle
 
 app = typer.Typer(
     help="Training jobs: list, show, events, watch, cancel, pause, resume, checkpoints.",
@@ -44,11 +44,14 @@ app = typer.Typer(
 
 JobId = Annotated[
     str,
-    typer.Argument(help="The job id (ftjob-...; eval-... where noted).", show_default=False),
+    typer.Argument(
+        help="The job id (ftjob-...; eval-... and merge-... where noted).", show_default=False
+    ),
 ]
 TrainingJobId = Annotated[str, typer.Argument(help="The training job id.", show_default=False)]
 
 _EVAL_PREFIX = "eval-"
+_MERGE_PREFIX = "merge-"
 
 
 def state_name(state: jobs_pb2.JobState.ValueType) -> str:
@@ -65,9 +68,11 @@ def _method_name(job: TrainingJobHandle) -> str:
 
 
 def _job(ctx: typer.Context, job_id: str) -> AnyJob:
-    """A training job, or an eval run when the id says so."""
+    """A training job, or an eval run or merge job when the id says so."""
     if job_id.startswith(_EVAL_PREFIX):
         return client(ctx).eval.get(job_id)
+    if job_id.startswith(_MERGE_PREFIX):
+        return client(ctx).merges.get(job_id)
     return client(ctx).training.get(job_id)
 
 
@@ -130,7 +135,7 @@ def list_jobs(
 
 @app.command("show")
 def show_job(ctx: typer.Context, job_id: JobId, output: OutputOption = OutputFormat.table) -> None:
-    """One job (or eval run), with its progress, metrics and result."""
+    """One job (or eval run, or merge job), with its progress, metrics and result."""
     job = _job(ctx, job_id)
     show(output, job.message, lambda: print_job(job))
 
@@ -186,7 +191,7 @@ def _events_table(items: Sequence[jobs_pb2.JobEvent]) -> None:
 
 @app.command("events")
 def events(ctx: typer.Context, job_id: JobId, output: OutputOption = OutputFormat.table) -> None:
-    """The events a job (or eval run) has recorded so far, oldest first."""
+    """The events a job (or eval run, or merge job) has recorded so far, oldest first."""
     job = _job(ctx, job_id)
     items = list(job.events())
     show(output, items, lambda: _events_table(items))
@@ -285,7 +290,7 @@ def exit_for(job: AnyJob) -> None:
 
 @app.command("watch")
 def watch(ctx: typer.Context, job_id: JobId, output: OutputOption = OutputFormat.table) -> None:
-    """Follows a job (or eval run) until it ends; exits 1 unless it succeeds.
+    """Follows a job (or eval run, or merge job) until it ends; exits 1 unless it succeeds.
 
     With --output json, prints each event as one JSON object a line.
     """
@@ -297,12 +302,12 @@ def watch(ctx: typer.Context, job_id: JobId, output: OutputOption = OutputFormat
 
 
 def _print_outcome(job: AnyJob) -> None:
-    from llmops._jobs import TrainingJobHandle
+    from llmops._jobs import MergeJobHandle, TrainingJobHandle
     from llmops.v1 import jobs_pb2
 
     if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
         return
-    if isinstance(job, TrainingJobHandle):
+    if isinstance(job, TrainingJobHandle | MergeJobHandle):
         typer.echo(f"{job.id} succeeded: result model {job.result_model}")
     else:
         typer.echo(f"{job.id} succeeded")
@@ -317,7 +322,8 @@ def _show_state(output: OutputFormat, job: AnyJob) -> None:
 
 @app.command("cancel")
 def cancel(ctx: typer.Context, job_id: JobId, output: OutputOption = OutputFormat.table) -> None:
-    """Cancels a job (or eval run): at once when queued or paused, at its next step otherwise."""
+    """Cancels a job (or eval run, or merge job): at once when queued or paused, at its next
+    step otherwise."""
     job = _job(ctx, job_id).cancel()
     _show_state(output, job)
 

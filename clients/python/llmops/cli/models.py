@@ -1,4 +1,5 @@
-"""`llmops models`: registered models, their aliases (with history) and lineage."""
+"""`llmops models`: registered models, their aliases (with history) and lineage; `merge` folds an
+adapter into its base as a job (`--wait` follows it and exits 1 unless it succeeds)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,21 @@ from llmops.cli._common import (
     PluginGroup,
     client,
     print_fields,
+    print_json,
     print_table,
     show,
     size,
     when,
 )
-from llmops.enums import short_name
+from llmops.cli.jobs import exit_for, follow, print_job, state_name
+from llmops.enums import choices, short_name
 
 if TYPE_CHECKING:
     from llmops.v1 import registry_service_pb2
 
 app = typer.Typer(
     cls=PluginGroup,
-    help="Models: register, list, show, delete; aliases, rollback, lineage.",
+    help="Models: register, list, show, delete; aliases, rollback, lineage; merge adapters.",
     no_args_is_help=True,
 )
 
@@ -249,3 +252,75 @@ def lineage(ctx: typer.Context, ref: ModelRef, output: OutputOption = OutputForm
         _aliases_table(result.aliases, "no aliases")
 
     show(output, result, table)
+
+
+@app.command("merge")
+def merge(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Argument(help="The adapter: id, name or name@alias.", show_default=False)
+    ],
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", "-n", help="Register the merged model as (default <adapter>-merged)."
+        ),
+    ] = "",
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    idempotency_key: Annotated[
+        str, typer.Option("--idempotency-key", help="The same key returns the same job.")
+    ] = "",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the job to its end; exit 1 unless it succeeds.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Merges an adapter into its base as a job, registering a merged model with its lineage."""
+    job = client(ctx).models.merge(model, name, description, idempotency_key=idempotency_key)
+    if not wait:
+        title = f"{job.id}: {state_name(job.state)}"
+        show(output, job.message, lambda: print_job(job, title=title))
+        return
+    as_json = output is OutputFormat.json
+    follow(job, lines_to_stderr=as_json)  # stdout stays one JSON document for scripts
+    if as_json:
+        print_json(job.message)
+    elif job.result_model:
+        typer.echo(f"{job.id} succeeded: merged model {job.result_model}")
+    exit_for(job)
+
+
+@app.command("merges")
+def merges(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Argument(help="Only merges of this adapter.", show_default=False)
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", "-s", help=f"Only this state: {', '.join(choices('job_state'))}."),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Merge jobs, newest first."""
+    items = [job.message for job in client(ctx).merges.list(model, state)]
+    show(
+        output,
+        items,
+        lambda: print_table(
+            ["ID", "STATE", "ADAPTER", "BASE MODEL", "OUTPUT NAME", "RESULT", "CREATED"],
+            [
+                [
+                    j.id,
+                    state_name(j.state),
+                    j.model,
+                    j.base_model,
+                    j.output_name,
+                    j.result_model,
+                    when(j.create_time),
+                ]
+                for j in items
+            ],
+            empty="no merge jobs",
+        ),
+    )

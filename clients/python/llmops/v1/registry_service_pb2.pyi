@@ -632,6 +632,7 @@ class ModelOrigin(_message.Message):
     TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     TEACHER_MODEL_FIELD_NUMBER: _builtins.int
     PARENT_MODEL_FIELD_NUMBER: _builtins.int
+    MERGE_JOB_FIELD_NUMBER: _builtins.int
     base_model: _builtins.str
     """The base model an adapter applies to, or a merged model was built from (model id)."""
     dataset: _builtins.str
@@ -653,7 +654,11 @@ class ModelOrigin(_message.Message):
     teacher_model: _builtins.str
     """The teacher model of a distillation (model id)."""
     parent_model: _builtins.str
-    """The model the job started from, when it continued training another adapter (model id)."""
+    """The model the job started from, when it continued training another adapter (model id);
+    for a merged model, the adapter merged into `base_model`.
+    """
+    merge_job: _builtins.str
+    """The merge job that produced a merged model (its id)."""
     @_builtins.property
     def hyperparameters(self) -> _struct_pb2.Struct:
         """The hyperparameters the job used."""
@@ -673,10 +678,11 @@ class ModelOrigin(_message.Message):
         template_version: _builtins.int = ...,
         teacher_model: _builtins.str = ...,
         parent_model: _builtins.str = ...,
+        merge_job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hyperparameters", b"hyperparameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_model", b"base_model", "checkpoint_step", b"checkpoint_step", "dataset", b"dataset", "dataset_sha256", b"dataset_sha256", "hyperparameters", b"hyperparameters", "method", b"method", "parent_model", b"parent_model", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "training_job", b"training_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_model", b"base_model", "checkpoint_step", b"checkpoint_step", "dataset", b"dataset", "dataset_sha256", b"dataset_sha256", "hyperparameters", b"hyperparameters", "merge_job", b"merge_job", "method", b"method", "parent_model", b"parent_model", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "training_job", b"training_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

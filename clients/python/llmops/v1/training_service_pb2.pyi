@@ -791,3 +791,311 @@ class RegisterCheckpointRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterCheckpointRequest: _TypeAlias = RegisterCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class MergeJob(_message.Message):
+    """A job that merges an adapter into its base model and registers the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    BASE_MODEL_FIELD_NUMBER: _builtins.int
+    OUTPUT_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    RESULT_MODEL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned id, for example `merge-3f2a9c1b7e40`."""
+    model: _builtins.str
+    """The adapter being merged (id), resolved at creation."""
+    base_model: _builtins.str
+    """The adapter's base model (id), which the adapter is merged into."""
+    output_name: _builtins.str
+    """The name the merged model is registered under."""
+    description: _builtins.str
+    """The registered merged model's description."""
+    state: _jobs_pb2.JobState.ValueType
+    """Current state."""
+    attempt: _builtins.int
+    """Attempt number: 1 for the first run, more after a retry or recovery."""
+    result_model: _builtins.str
+    """The registered merged model (id), when SUCCEEDED."""
+    idempotency_key: _builtins.str
+    """The idempotency key it was created with."""
+    @_builtins.property
+    def progress(self) -> _jobs_pb2.JobProgress:
+        """Progress: one step, the merge."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why it failed, when FAILED."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When it first started running."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it reached a terminal state."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        base_model: _builtins.str = ...,
+        output_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        state: _jobs_pb2.JobState.ValueType = ...,
+        attempt: _builtins.int = ...,
+        progress: _jobs_pb2.JobProgress | None = ...,
+        error: _status_pb2.Status | None = ...,
+        result_model: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_model", b"base_model", "create_time", b"create_time", "description", b"description", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "model", b"model", "output_name", b"output_name", "progress", b"progress", "result_model", b"result_model", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeJob: _TypeAlias = MergeJob  # noqa: Y015
+
+@_typing.final
+class MergeAdapterRequest(_message.Message):
+    """Request for MergeAdapter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    OUTPUT_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The adapter to merge: id, name or `name@alias`; it must be an ADAPTER model."""
+    output_name: _builtins.str
+    """Name to register the merged model under; defaults to `<adapter name>-merged`."""
+    description: _builtins.str
+    """Description of the merged model; defaults to one naming the adapter and the job."""
+    idempotency_key: _builtins.str
+    """The same key returns the same job instead of creating another."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        output_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "idempotency_key", b"idempotency_key", "model", b"model", "output_name", b"output_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeAdapterRequest: _TypeAlias = MergeAdapterRequest  # noqa: Y015
+
+@_typing.final
+class GetMergeJobRequest(_message.Message):
+    """Request for GetMergeJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMergeJobRequest: _TypeAlias = GetMergeJobRequest  # noqa: Y015
+
+@_typing.final
+class ListMergeJobsRequest(_message.Message):
+    """Request for ListMergeJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of jobs to return (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """A `next_page_token` from a previous call."""
+    model: _builtins.str
+    """Only merges of this adapter (id, name or `name@alias`), when set."""
+    state: _jobs_pb2.JobState.ValueType
+    """Only jobs in this state, when set."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        model: _builtins.str = ...,
+        state: _jobs_pb2.JobState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeJobsRequest: _TypeAlias = ListMergeJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListMergeJobsResponse(_message.Message):
+    """Response of ListMergeJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERGE_JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def merge_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___MergeJob]:
+        """Jobs, newest first."""
+
+    def __init__(
+        self,
+        *,
+        merge_jobs: _abc.Iterable[Global___MergeJob] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merge_jobs", b"merge_jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeJobsResponse: _TypeAlias = ListMergeJobsResponse  # noqa: Y015
+
+@_typing.final
+class CancelMergeJobRequest(_message.Message):
+    """Request for CancelMergeJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMergeJobRequest: _TypeAlias = CancelMergeJobRequest  # noqa: Y015
+
+@_typing.final
+class ListMergeJobEventsRequest(_message.Message):
+    """Request for ListMergeJobEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    page_size: _builtins.int
+    """Maximum number of events to return (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """A `next_page_token` from a previous call."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeJobEventsRequest: _TypeAlias = ListMergeJobEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListMergeJobEventsResponse(_message.Message):
+    """Response of ListMergeJobEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_jobs_pb2.JobEvent]:
+        """Events, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_jobs_pb2.JobEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeJobEventsResponse: _TypeAlias = ListMergeJobEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchMergeJobRequest(_message.Message):
+    """Request for WatchMergeJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    after_sequence: _builtins.int
+    """Send only events after this sequence number (0 sends all)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMergeJobRequest: _TypeAlias = WatchMergeJobRequest  # noqa: Y015

@@ -28,8 +28,8 @@ if _version_not_supported:
 
 
 class TrainingServiceStub:
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     def __init__(self, channel):
@@ -88,11 +88,41 @@ class TrainingServiceStub:
                 request_serializer=llmops_dot_v1_dot_training__service__pb2.RegisterCheckpointRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_registry__service__pb2.Model.FromString,
                 _registered_method=True)
+        self.MergeAdapter = channel.unary_unary(
+                '/llmops.v1.TrainingService/MergeAdapter',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.MergeAdapterRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+                _registered_method=True)
+        self.GetMergeJob = channel.unary_unary(
+                '/llmops.v1.TrainingService/GetMergeJob',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.GetMergeJobRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+                _registered_method=True)
+        self.ListMergeJobs = channel.unary_unary(
+                '/llmops.v1.TrainingService/ListMergeJobs',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobsRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelMergeJob = channel.unary_unary(
+                '/llmops.v1.TrainingService/CancelMergeJob',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.CancelMergeJobRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+                _registered_method=True)
+        self.ListMergeJobEvents = channel.unary_unary(
+                '/llmops.v1.TrainingService/ListMergeJobEvents',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchMergeJob = channel.unary_stream(
+                '/llmops.v1.TrainingService/WatchMergeJob',
+                request_serializer=llmops_dot_v1_dot_training__service__pb2.WatchMergeJobRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     def CreateTrainingJob(self, request, context):
@@ -166,6 +196,51 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MergeAdapter(self, request, context):
+        """Queues a merge job: the adapter is merged into its base (PEFT `merge_and_unload`), saved as
+        safetensors and registered as a `MERGED` model whose lineage points at the adapter.
+        The same idempotency key returns the same job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMergeJob(self, request, context):
+        """Gets a merge job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMergeJobs(self, request, context):
+        """Lists merge jobs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMergeJob(self, request, context):
+        """Cancels a merge job: a queued one at once, a running one once its merge returns (the
+        merged files are then discarded, never registered).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMergeJobEvents(self, request, context):
+        """Pages through a merge job's events, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMergeJob(self, request, context):
+        """Streams a merge job's events until it reaches a terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +294,36 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     request_deserializer=llmops_dot_v1_dot_training__service__pb2.RegisterCheckpointRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_registry__service__pb2.Model.SerializeToString,
             ),
+            'MergeAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeAdapter,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.MergeAdapterRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.SerializeToString,
+            ),
+            'GetMergeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMergeJob,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.GetMergeJobRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.SerializeToString,
+            ),
+            'ListMergeJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMergeJobs,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobsRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobsResponse.SerializeToString,
+            ),
+            'CancelMergeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMergeJob,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.CancelMergeJobRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_training__service__pb2.MergeJob.SerializeToString,
+            ),
+            'ListMergeJobEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMergeJobEvents,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsResponse.SerializeToString,
+            ),
+            'WatchMergeJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMergeJob,
+                    request_deserializer=llmops_dot_v1_dot_training__service__pb2.WatchMergeJobRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmops.v1.TrainingService', rpc_method_handlers)
@@ -228,8 +333,8 @@ def add_TrainingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrainingService:
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     @staticmethod
@@ -492,6 +597,168 @@ class TrainingService:
             '/llmops.v1.TrainingService/RegisterCheckpoint',
             llmops_dot_v1_dot_training__service__pb2.RegisterCheckpointRequest.SerializeToString,
             llmops_dot_v1_dot_registry__service__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergeAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TrainingService/MergeAdapter',
+            llmops_dot_v1_dot_training__service__pb2.MergeAdapterRequest.SerializeToString,
+            llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMergeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TrainingService/GetMergeJob',
+            llmops_dot_v1_dot_training__service__pb2.GetMergeJobRequest.SerializeToString,
+            llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMergeJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TrainingService/ListMergeJobs',
+            llmops_dot_v1_dot_training__service__pb2.ListMergeJobsRequest.SerializeToString,
+            llmops_dot_v1_dot_training__service__pb2.ListMergeJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMergeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TrainingService/CancelMergeJob',
+            llmops_dot_v1_dot_training__service__pb2.CancelMergeJobRequest.SerializeToString,
+            llmops_dot_v1_dot_training__service__pb2.MergeJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMergeJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TrainingService/ListMergeJobEvents',
+            llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsRequest.SerializeToString,
+            llmops_dot_v1_dot_training__service__pb2.ListMergeJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMergeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmops.v1.TrainingService/WatchMergeJob',
+            llmops_dot_v1_dot_training__service__pb2.WatchMergeJobRequest.SerializeToString,
+            llmops_dot_v1_dot_jobs__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,8 +29,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TrainingServiceStub:
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     @_typing.overload
@@ -59,11 +59,28 @@ class TrainingServiceStub:
     """Lists a job's checkpoints, oldest first."""
     RegisterCheckpoint: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.RegisterCheckpointRequest, _registry_service_pb2.Model]
     """Registers one of a job's checkpoints as a model, with lineage to the job and step."""
+    MergeAdapter: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.MergeAdapterRequest, _training_service_pb2.MergeJob]
+    """Queues a merge job: the adapter is merged into its base (PEFT `merge_and_unload`), saved as
+    safetensors and registered as a `MERGED` model whose lineage points at the adapter.
+    The same idempotency key returns the same job.
+    """
+    GetMergeJob: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.GetMergeJobRequest, _training_service_pb2.MergeJob]
+    """Gets a merge job."""
+    ListMergeJobs: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.ListMergeJobsRequest, _training_service_pb2.ListMergeJobsResponse]
+    """Lists merge jobs, newest first."""
+    CancelMergeJob: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.CancelMergeJobRequest, _training_service_pb2.MergeJob]
+    """Cancels a merge job: a queued one at once, a running one once its merge returns (the
+    merged files are then discarded, never registered).
+    """
+    ListMergeJobEvents: _grpc.UnaryUnaryMultiCallable[_training_service_pb2.ListMergeJobEventsRequest, _training_service_pb2.ListMergeJobEventsResponse]
+    """Pages through a merge job's events, oldest first."""
+    WatchMergeJob: _grpc.UnaryStreamMultiCallable[_training_service_pb2.WatchMergeJobRequest, _jobs_pb2.JobEvent]
+    """Streams a merge job's events until it reaches a terminal state."""
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -89,10 +106,27 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     """Lists a job's checkpoints, oldest first."""
     RegisterCheckpoint: _aio.UnaryUnaryMultiCallable[_training_service_pb2.RegisterCheckpointRequest, _registry_service_pb2.Model]  # type: ignore[assignment]
     """Registers one of a job's checkpoints as a model, with lineage to the job and step."""
+    MergeAdapter: _aio.UnaryUnaryMultiCallable[_training_service_pb2.MergeAdapterRequest, _training_service_pb2.MergeJob]  # type: ignore[assignment]
+    """Queues a merge job: the adapter is merged into its base (PEFT `merge_and_unload`), saved as
+    safetensors and registered as a `MERGED` model whose lineage points at the adapter.
+    The same idempotency key returns the same job.
+    """
+    GetMergeJob: _aio.UnaryUnaryMultiCallable[_training_service_pb2.GetMergeJobRequest, _training_service_pb2.MergeJob]  # type: ignore[assignment]
+    """Gets a merge job."""
+    ListMergeJobs: _aio.UnaryUnaryMultiCallable[_training_service_pb2.ListMergeJobsRequest, _training_service_pb2.ListMergeJobsResponse]  # type: ignore[assignment]
+    """Lists merge jobs, newest first."""
+    CancelMergeJob: _aio.UnaryUnaryMultiCallable[_training_service_pb2.CancelMergeJobRequest, _training_service_pb2.MergeJob]  # type: ignore[assignment]
+    """Cancels a merge job: a queued one at once, a running one once its merge returns (the
+    merged files are then discarded, never registered).
+    """
+    ListMergeJobEvents: _aio.UnaryUnaryMultiCallable[_training_service_pb2.ListMergeJobEventsRequest, _training_service_pb2.ListMergeJobEventsResponse]  # type: ignore[assignment]
+    """Pages through a merge job's events, oldest first."""
+    WatchMergeJob: _aio.UnaryStreamMultiCallable[_training_service_pb2.WatchMergeJobRequest, _jobs_pb2.JobEvent]  # type: ignore[assignment]
+    """Streams a merge job's events until it reaches a terminal state."""
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Fine-tuning jobs, run by workers. The database is the source of truth;
-    clients poll GetTrainingJob, page through ListTrainingJobEvents or follow WatchTrainingJob.
+    """Fine-tuning jobs, and merge jobs that fold an adapter into its base, run by workers. The
+    database is the source of truth; clients poll Get…, page through List…Events or follow Watch….
     """
 
     @_abc_1.abstractmethod
@@ -176,5 +210,58 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.Model, _abc.Awaitable[_registry_service_pb2.Model]]:
         """Registers one of a job's checkpoints as a model, with lineage to the job and step."""
+
+    @_abc_1.abstractmethod
+    def MergeAdapter(
+        self,
+        request: _training_service_pb2.MergeAdapterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_service_pb2.MergeJob, _abc.Awaitable[_training_service_pb2.MergeJob]]:
+        """Queues a merge job: the adapter is merged into its base (PEFT `merge_and_unload`), saved as
+        safetensors and registered as a `MERGED` model whose lineage points at the adapter.
+        The same idempotency key returns the same job.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMergeJob(
+        self,
+        request: _training_service_pb2.GetMergeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_service_pb2.MergeJob, _abc.Awaitable[_training_service_pb2.MergeJob]]:
+        """Gets a merge job."""
+
+    @_abc_1.abstractmethod
+    def ListMergeJobs(
+        self,
+        request: _training_service_pb2.ListMergeJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_service_pb2.ListMergeJobsResponse, _abc.Awaitable[_training_service_pb2.ListMergeJobsResponse]]:
+        """Lists merge jobs, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelMergeJob(
+        self,
+        request: _training_service_pb2.CancelMergeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_service_pb2.MergeJob, _abc.Awaitable[_training_service_pb2.MergeJob]]:
+        """Cancels a merge job: a queued one at once, a running one once its merge returns (the
+        merged files are then discarded, never registered).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMergeJobEvents(
+        self,
+        request: _training_service_pb2.ListMergeJobEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_service_pb2.ListMergeJobEventsResponse, _abc.Awaitable[_training_service_pb2.ListMergeJobEventsResponse]]:
+        """Pages through a merge job's events, oldest first."""
+
+    @_abc_1.abstractmethod
+    def WatchMergeJob(
+        self,
+        request: _training_service_pb2.WatchMergeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.JobEvent], _abc.AsyncIterator[_jobs_pb2.JobEvent]]:
+        """Streams a merge job's events until it reaches a terminal state."""
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
