@@ -7,7 +7,8 @@ it against a test server. In order:
 2. gated eval runs on `demo-eval`: the base model fails the gates, the SFT adapter passes them;
 3. promotion: `production` is refused to the base (FAILED_PRECONDITION, one GATE violation per
    failing gate) and given to the adapter, which is then served through that alias: held-out
-   prompts answered by the base and by `name@production` side by side;
+   prompts answered by the base and by `name@production` side by side; the adapter is then
+   merged into its base (a merge job) and the merged model gives the adapter's answers;
 4. DPO from the SFT adapter on `demo-preference`, scored on the held-out pairs of
    `demo-preference-test` before (SFT adapter) and after (DPO adapter);
 5. QLoRA (4-bit NF4 base) SFT of `llmops-tiny`, its adapter scored on `demo-eval`;
@@ -454,6 +455,38 @@ class Demo:
             )
         )
 
+    def merge(self, adapter: str) -> None:
+        """Merges the promoted adapter into its base and serves the merged model alone."""
+        started = time.monotonic()
+        job = self.client.models.merge(adapter, idempotency_key=self.key("merge"))
+        self.say(f"merge: merge job {job.id} of {adapter} queued")
+        job = job.wait(timeout=TRAINING_TIMEOUT, poll_interval=POLL)
+        self._finished("merge job", job, started, job.error.message)
+        merged = self.client.models.get(job.result_model)
+        same = self.answers(merged.id) == self.steps["serving"]["adapter_answers"]
+        self.check(
+            "the merged model answers as the adapter",
+            same,
+            f"{merged.name} ({merged.id}): "
+            + ("same greedy answers" if same else "different answers"),
+        )
+        seconds = self.step(
+            "merge",
+            started,
+            job=job.id,
+            merged_model=merged.id,
+            parent=merged.origin.parent_model,
+        )
+        self.lines.append(
+            Line(
+                "3c merge into the base",
+                seconds,
+                "held-out answers",
+                "adapter",
+                "merged: " + ("same" if same else "DIFFERENT"),
+            )
+        )
+
     def dpo(self, adapter: str) -> None:
         started = time.monotonic()
         before = self.evaluate("pairs-sft", adapter, PAIRS)
@@ -543,6 +576,7 @@ class Demo:
         base, tuned = self.gates(adapter)
         self.promote(adapter, tuned["run"])
         self.serve(adapter)
+        self.merge(adapter)
         self.dpo(adapter)
         self.qlora(base)
         self.distill(adapter)

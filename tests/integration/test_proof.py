@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 import llmops
-from llmops.v1 import jobs_pb2, training_service_pb2
+from llmops.v1 import jobs_pb2, registry_service_pb2, training_service_pb2
 from scripts import demo
 from tests.conftest import ServerThread, make_settings
 from tests.integration.workers import Workers
@@ -50,7 +50,7 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
     summary = json.loads((data_dir / "summary.json").read_text())
     unmet = [c for c in summary["checks"] if not c["passed"]]
     assert code == 0 and summary["proof_holds"], (summary["error"], unmet)
-    assert len(summary["checks"]) == 10 and not unmet
+    assert len(summary["checks"]) == 11 and not unmet
     runs, steps = summary["eval_runs"], summary["steps"]
 
     # the gates: the base fails every one, the SFT adapter (default hyperparameters) passes all
@@ -86,6 +86,14 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
         )
         assert again.text.strip() == serving["adapter_answers"][0]
 
+    # the merge job registered a merged model whose lineage points at the adapter
+    merge = steps["merge"]
+    with llmops.Client(proof_stack.address, timeout=30) as client:
+        merged = client.models.get(merge["merged_model"])
+        assert merged.kind == registry_service_pb2.MODEL_KIND_MERGED
+        assert merged.origin.parent_model == steps["sft"]["result_model"]
+        assert merged.origin.merge_job == merge["job"]
+
     # DPO from the adapter raises its preference accuracy on held-out pairs
     key = "preference/preference_accuracy"
     assert _metric(summary, "pairs-dpo", key) > _metric(summary, "pairs-sft", key)
@@ -110,6 +118,7 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
         "eval",
         "promotion",
         "serving",
+        "merge",
         "dpo",
         "qlora",
         "distill",
