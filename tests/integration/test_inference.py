@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 import urllib.request
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     expect_error,
     make_base_model_dir,
 )
+from tests.integration.served_models import Reference, make_lora_adapters, plain_generate
 from tests.tiny_models import TinyModels
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 Inference: TypeAlias = "InferenceServiceAsyncStub"
 Registry: TypeAlias = "RegistryServiceAsyncStub"
 
-PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
 PROMPT = "Summarize: the tiny model reads a short text about a river and a town."
 TOKENS = 12
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -46,53 +45,12 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 @pytest.fixture(scope="session")
 def adapters(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two LoRA adapters on the tiny base with random (not zero) B matrices, so that each
-    changes the base's answers, differently."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    paths = []
-    for seed in (1, 2):
-        path = tmp_path_factory.mktemp("adapters") / f"adapter-{seed}"
-        base = AutoModelForCausalLM.from_pretrained(str(tiny_models.base))
-        torch.manual_seed(seed)
-        config = LoraConfig(
-            r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
-            get_peft_model(base, config).save_pretrained(str(path))
-        paths.append(path)
-    return paths
+    return make_lora_adapters(tiny_models.base, tmp_path_factory.mktemp("adapters"))
 
 
 @pytest.fixture(scope="session")
-def reference(tiny_models: TinyModels) -> Callable[[Path | None, str, int], str]:
-    """Plain greedy `model.generate` on the base, or on the base with one adapter (PEFT,
-    unmerged), through the model package's batched generation."""
-    from llmops_ml import generation, loading, placement
-
-    cache: dict[tuple[Path | None, str, int], str] = {}
-
-    def answer(adapter: Path | None, prompt: str, max_new_tokens: int) -> str:
-        key = (adapter, prompt, max_new_tokens)
-        if key not in cache:
-            tokenizer = loading.load_tokenizer(tiny_models.base, padding_side="left")
-            model = loading.load_model(tiny_models.base, placement.CPU)
-            if adapter is not None:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
-                    model = loading.load_adapter(model, adapter, trainable=False)
-            model.eval()
-            lm = loading.LoadedModel(
-                model, tokenizer, placement.CPU.device, loading.eos_ids(model, tokenizer)
-            )
-            config = generation.generation_config(lm, max_new_tokens=max_new_tokens)
-            cache[key] = generation.generate(lm, [prompt], config)[0]
-        return cache[key]
-
-    return answer
+def reference(tiny_models: TinyModels) -> Reference:
+    return plain_generate(tiny_models.base)
 
 
 @dataclass
@@ -174,7 +132,7 @@ async def streamed(inference: Inference, generate: ipb.GenerateRequest) -> list[
 
 
 async def test_an_adapter_answers_as_plain_generate_does_and_unlike_the_base(
-    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+    stack: Stack, adapters: list[Path], reference: Reference
 ) -> None:
     base = await stack.inference.Generate(request("tiny"))
     adapter = await stack.inference.Generate(request(stack.adapter_ids[0]))
@@ -360,7 +318,7 @@ async def expect_timeout(call: Any) -> None:
 
 
 async def test_an_evicted_adapter_reloads_with_the_same_answer(
-    serve: Callable[..., Any], reference: Callable[[Path | None, str, int], str]
+    serve: Callable[..., Any], reference: Reference
 ) -> None:
     stack: Stack = await serve(inference_max_adapters=1)
     first, second = stack.adapter_ids
@@ -518,7 +476,7 @@ async def test_a_model_in_the_artifact_store_is_served_from_it(
 
 
 async def test_llmops_generate_prints_the_answer_streams_it_and_speaks_json(
-    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+    stack: Stack, adapters: list[Path], reference: Reference
 ) -> None:
     """The CLI over the same server: `helper` is the newest version (the second adapter)."""
     import json
@@ -704,7 +662,7 @@ async def test_listed_served_models_show_bases_and_their_adapters_lru_first(
 
 
 async def test_llmops_chat_answers_one_turn_from_flags_or_stdin(
-    stack: Stack, adapters: list[Path], reference: Callable[[Path | None, str, int], str]
+    stack: Stack, adapters: list[Path], reference: Reference
 ) -> None:
     """`llmops chat` renders the conversation with the chat template, as Generate does."""
     from typer.testing import CliRunner

@@ -2,8 +2,8 @@
 
 The servicer resolves a request to `ModelFiles`, tokenizes through the engine's `Tokenizer`,
 and submits token ids; it reads back token events and knows nothing of threads, batches,
-adapter caches or torch. The HF engine (`hf_engine.py`) is the embedded default; an engine
-that talks to a vLLM server would implement the same protocol.
+adapter caches or torch. The HF engine (`hf_engine.py`) is the embedded default; the vLLM
+engine (`vllm_engine.py`) speaks to a vLLM server; `engines.py` picks one per base model.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ FinishReason = Literal["stop", "length", "cancelled"]
 @dataclass(frozen=True)
 class ModelFiles:
     """What to serve: a base model's files, and an adapter's files on it (None for a base or
-    merged model served alone). Ids are the registry's, and name cache entries."""
+    merged model served alone). Ids are the registry's, and name cache entries; the base's
+    name is what a per-base engine choice (`LLMOPS_VLLM_SERVERS`) is keyed by."""
 
     base_id: str
     base_dir: Path
+    base_name: str = ""
     adapter_id: str | None = None
     adapter_dir: Path | None = None
     adapter_bytes: int = 0
@@ -74,9 +76,11 @@ class AdapterState:
 
 @dataclass(frozen=True)
 class BaseState:
-    """A loaded base model: its attached adapters (least recently used first) and its batch."""
+    """A loaded base model: the engine serving it, its attached adapters (least recently used
+    first) and its requests."""
 
     base_id: str
+    engine: str
     adapters: Sequence[AdapterState] = field(default_factory=tuple)
     running: int = 0
     waiting: int = 0

@@ -30,7 +30,6 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,15 +41,9 @@ from llmops_services.errors import (
     Unavailable,
 )
 from llmops_services.inference import metrics
-from llmops_services.inference.engine import (
-    AdapterState,
-    BaseState,
-    ChatTurn,
-    ModelFiles,
-    NoChatTemplate,
-    Sampling,
-    TokenEvent,
-)
+from llmops_services.inference.adapter_cache import AdapterCache
+from llmops_services.inference.engine import BaseState, ModelFiles, Sampling, TokenEvent
+from llmops_services.inference.hf_tokenizer import HFTokenizer
 from llmops_services.settings import Settings
 
 log = logging.getLogger("llmops.inference")
@@ -91,34 +84,6 @@ def _deliver_all(handed: Sequence[tuple[Sink, Any]]) -> None:
         _hand_over(loop, items)
 
 
-class HFTokenizer:
-    """A Hugging Face tokenizer behind the engine's `Tokenizer` protocol."""
-
-    def __init__(self, tokenizer: Any, context_length: int) -> None:
-        self._tokenizer = tokenizer
-        self._context_length = context_length
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer(text)["input_ids"])
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        return text
-
-    def render_chat(self, messages: Sequence[ChatTurn]) -> str:
-        if not self._tokenizer.chat_template:
-            raise NoChatTemplate("the model's tokenizer has no chat template")
-        conversation = [{"role": turn.role, "content": turn.content} for turn in messages]
-        text: str = self._tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
-        )
-        return text
-
-
 class LoadedBase:
     """One base model, the adapters attached to it, and the BatchEngine that decodes for it,
     driven by its own thread."""
@@ -142,13 +107,17 @@ class LoadedBase:
             max_prefill_tokens=settings.inference_max_prefill_tokens,
             device=where.device,
         )
-        self._settings = settings
         self._model_lock = threading.Lock()  # decode steps and adapter loads take turns
         self._state_lock = threading.Lock()  # sinks and adapter pins
         self._wake = threading.Condition()
         self._sinks: dict[str, tuple[Sink, str | None]] = {}
         self._submitted: dict[str, float] = {}  # request id -> when, until its first token
-        self._adapters: OrderedDict[str, list[int]] = OrderedDict()  # id -> [bytes, pins]
+        self._adapters = AdapterCache(
+            files.base_id,
+            max_count=settings.inference_max_adapters,
+            max_bytes=settings.inference_max_adapter_bytes,
+            retry_after=settings.inference_retry_after_seconds,
+        )
         self._stopping = False
         self._thread = threading.Thread(
             target=self._drive, name=f"inference-{files.base_id}", daemon=True
@@ -201,7 +170,7 @@ class LoadedBase:
                     continue
                 if token.finish_reason is not None:
                     del self._sinks[token.request_id]
-                    self._unpin(entry[1])
+                    self._adapters.unpin(entry[1])
                 handed.append((entry[0], token))
         for seconds in waited:
             metrics.QUEUE_WAIT.observe(seconds)
@@ -214,7 +183,7 @@ class LoadedBase:
             for request_id in request_ids:
                 self._submitted.pop(request_id, None)
             for _, adapter in ended:
-                self._unpin(adapter)
+                self._adapters.unpin(adapter)
         for sink, _ in ended:
             sink.put(error)
 
@@ -224,7 +193,7 @@ class LoadedBase:
             self._sinks.clear()
             self._submitted.clear()
             for _, (_, adapter) in ended:
-                self._unpin(adapter)
+                self._adapters.unpin(adapter)
         for request_id, (sink, _) in ended:
             if cancel:
                 self.engine.cancel(request_id)
@@ -267,7 +236,7 @@ class LoadedBase:
             with self._state_lock:
                 del self._sinks[request_id]
                 self._submitted.pop(request_id, None)
-                self._unpin(adapter)
+                self._adapters.unpin(adapter)
             raise
 
     def cancel(self, request_id: str) -> None:
@@ -294,54 +263,28 @@ class LoadedBase:
         name = files.adapter_id
         with self._model_lock:
             with self._state_lock:
-                entry = self._adapters.get(name)
-                if entry is not None:
-                    entry[1] += 1
-                    self._adapters.move_to_end(name)
-                    metrics.ADAPTER_CACHE_HITS.inc()
+                if self._adapters.pin_if_attached(name):
                     return name
-                metrics.ADAPTER_CACHE_MISSES.inc()
-                self._make_room(files.adapter_bytes)
+                for victim in self._adapters.evict_for(files.adapter_bytes):
+                    self._detach(victim)
             self._load(name, files)
             with self._state_lock:
-                self._adapters[name] = [files.adapter_bytes, 1]
-                metrics.LOADED_ADAPTERS.labels(self.base_id).set(len(self._adapters))
+                self._adapters.added(name, files.adapter_bytes)
         return name
 
     def release(self, name: str) -> None:
         """Unpins an adapter that `acquire` pinned for a request that never reached the engine."""
         with self._state_lock:
-            self._unpin(name)
+            self._adapters.unpin(name)
 
-    def _unpin(self, name: str | None) -> None:
-        entry = self._adapters.get(name) if name is not None else None
-        if entry is not None:
-            entry[1] -= 1
+    def _detach(self, victim: str) -> None:
+        """Deletes an evicted adapter from the model. Holds both locks."""
+        if self.model.active_adapter == victim:  # the batch engine sets it per batch
+            from llmops_ml.loading import IDLE_ADAPTER
 
-    def _make_room(self, size: int) -> None:
-        """Evicts unpinned adapters, least recently used first, until one of `size` bytes fits.
-        Holds both locks."""
-        limit_count = self._settings.inference_max_adapters
-        limit_bytes = self._settings.inference_max_adapter_bytes
-        while self._adapters and (
-            len(self._adapters) >= limit_count
-            or sum(b for b, _ in self._adapters.values()) + size > limit_bytes
-        ):
-            victim = next((n for n, (_, pins) in self._adapters.items() if pins <= 0), None)
-            if victim is None:
-                raise ResourceExhausted(
-                    f"every adapter attached to {self.base_id} is in use by a running request",
-                    retry_after=self._settings.inference_retry_after_seconds,
-                )
-            if self.model.active_adapter == victim:  # the batch engine sets it per batch
-                from llmops_ml.loading import IDLE_ADAPTER
-
-                self.model.set_adapter(IDLE_ADAPTER)
-            self.model.delete_adapter(victim)
-            del self._adapters[victim]
-            metrics.ADAPTER_CACHE_EVICTIONS.inc()
-            metrics.LOADED_ADAPTERS.labels(self.base_id).set(len(self._adapters))
-            log.info("evicted adapter %s from %s", victim, self.base_id)
+            self.model.set_adapter(IDLE_ADAPTER)
+        self.model.delete_adapter(victim)
+        log.info("evicted adapter %s from %s", victim, self.base_id)
 
     def _load(self, name: str, files: ModelFiles) -> None:
         from llmops_ml.loading import attach_adapter
@@ -362,12 +305,10 @@ class LoadedBase:
 
     def state(self) -> BaseState:
         with self._state_lock:
-            adapters = [
-                AdapterState(adapter_id=name, bytes=size, in_use=max(pins, 0))
-                for name, (size, pins) in self._adapters.items()
-            ]
+            adapters = self._adapters.states()
         return BaseState(
             base_id=self.base_id,
+            engine="hf",
             adapters=adapters,
             running=int(self.engine.running),
             waiting=int(self.engine.waiting),

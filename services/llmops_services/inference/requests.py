@@ -213,7 +213,9 @@ def resolve(
         )
     row = models.find_model(session, ref or _default_reference(session, settings))
     if row.kind != "adapter":
-        files = ModelFiles(base_id=row.id, base_dir=_local_dir(store, row, field))
+        files = ModelFiles(
+            base_id=row.id, base_dir=_local_dir(store, row, field), base_name=row.name
+        )
         return Target(model_id=row.id, files=files)
     base = session.get(ModelRow, row.base_model_id) if row.base_model_id else None
     if base is None:
@@ -224,6 +226,7 @@ def resolve(
     files = ModelFiles(
         base_id=base.id,
         base_dir=_local_dir(store, base, field),
+        base_name=base.name,
         adapter_id=row.id,
         adapter_dir=_local_dir(store, row, field),
         adapter_bytes=row.size_bytes,

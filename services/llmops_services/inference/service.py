@@ -168,9 +168,9 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         self.platform = platform
         self.db = platform.db
         if engine is None:
-            from llmops_services.inference.hf_engine import HFEngine
+            from llmops_services.inference.engines import make_engine
 
-            engine = HFEngine(platform.settings)
+            engine = make_engine(platform.settings)
         self.engine = engine
 
     async def _plan(self, request: pb.GenerateRequest, prefix: str) -> _Plan:
@@ -334,6 +334,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                 ],
                 running_requests=base.running,
                 queued_requests=base.waiting,
+                engine=base.engine,
             )
             for base in self.engine.describe()
         ]

@@ -400,12 +400,15 @@ class ServedBase(_message.Message):
     ADAPTERS_FIELD_NUMBER: _builtins.int
     RUNNING_REQUESTS_FIELD_NUMBER: _builtins.int
     QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The base's model id."""
     running_requests: _builtins.int
     """Requests in its running batch."""
     queued_requests: _builtins.int
     """Requests waiting to join it."""
+    engine: _builtins.str
+    """The engine serving it (`hf` or `vllm`)."""
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedAdapter]:
         """Its attached adapters, least recently used first (the next to be evicted)."""
@@ -417,10 +420,11 @@ class ServedBase(_message.Message):
         adapters: _abc.Iterable[Global___ServedAdapter] | None = ...,
         running_requests: _builtins.int = ...,
         queued_requests: _builtins.int = ...,
+        engine: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "model", b"model", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "engine", b"engine", "model", b"model", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -435,7 +439,7 @@ class ListServedModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     engine: _builtins.str
-    """The engine serving them (`hf` or `vllm`)."""
+    """The engine that serves a base no setting names (`hf` or `vllm`); each base says its own."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedBase]:
         """The loaded bases; empty until the first request loads one."""
