@@ -29,7 +29,9 @@ channel (each takes the next prompt when its stream ends):
 - with `--vllm-url URL`, a vLLM OpenAI server (`/v1/completions`, streamed) on the same prompts,
   base and the four adapters as LoRA round-robin (loaded with `/v1/load_lora_adapter`; the server
   needs `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`). It must serve the same model: start it on
-  `--model-dir DIR` (see docs/benchmarks.md).
+  `--model-dir DIR` (see docs/benchmarks.md). A third platform server then serves the same rows
+  through the vLLM engine (`LLMOPS_INFERENCE_ENGINE=vllm`): what the service costs on top of
+  vLLM, and its health Check latency while the forward runs in another process.
 
 tok/s counts the tokens the client got (`usage.completion_tokens`, EOS included), over the time
 from the first request sent to the last stream ended; TTFT is from sending a request to its
@@ -135,7 +137,7 @@ class Cell:
     key: str
     label: str
     concurrency: int
-    group: str  # on, off, single, mixed, vllm-base, vllm-lora, ceiling
+    group: str  # on, off, single, mixed, vllm-base, vllm-lora, via-vllm-*, ceiling
     ceiling: str = ""  # the key of the in-process row it is compared with
 
 
@@ -695,23 +697,26 @@ def main(argv: Sequence[str]) -> int:
             "LLMOPS_INFERENCE_THREADS": str(args.threads),
             "LLMOPS_INFERENCE_MAX_QUEUED": str(max(64, 2 * top)),
         }
+        configs = {
+            "on": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size)},
+            "off": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": "1"},
+        }
+        if args.vllm_url:  # the same service, generating through the vLLM engine
+            configs["via-vllm"] = {
+                **settings,
+                "LLMOPS_INFERENCE_ENGINE": "vllm",
+                "LLMOPS_VLLM_URL": args.vllm_url,
+            }
         # The servers start (imports, database) while the models are built.
         servers = stack.enter_context(
-            start_servers(
-                {
-                    "on": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size)},
-                    "off": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": "1"},
-                },
-                workdir,
-                server_cpu,
-                args.startup_timeout,
-            )
+            start_servers(configs, workdir, server_cpu, args.startup_timeout)
         )
         build_models(model_dir, adapters_dir, args.pretrain_steps, args.threads)
         for server in servers.values():
             register(server, model_dir, adapters_dir)
             log(f"started {server.name} at {server.address}")
         on, off = servers["on"], servers["off"]
+        via_vllm = servers.get("via-vllm")
         local = InProcess(model_dir, adapters_dir, args.threads)
         vllm_base, vllm_loras = "", list[str]()
         if args.vllm_url:
@@ -815,14 +820,38 @@ def main(argv: Sequence[str]) -> int:
                     ),
                     vllm_job(vllm_loras, c),
                 )
+            if via_vllm is not None:
+                add(
+                    Cell(
+                        f"via-vllm-base-{c}",
+                        "gRPC, vLLM engine, base",
+                        c,
+                        "via-vllm-base",
+                        "padded-base",
+                    ),
+                    grpc_job(via_vllm, [via_vllm.base_id], c),
+                )
+                add(
+                    Cell(
+                        f"via-vllm-mixed-{c}",
+                        "gRPC, vLLM engine, 4 adapters round-robin",
+                        c,
+                        "via-vllm-mixed",
+                        "padded-mixed",
+                    ),
+                    grpc_job(via_vllm, via_vllm.adapter_ids, c),
+                )
 
         log("warm-up")  # first calls, lazy imports, adapter loads
         for cell in cells:
             if cell.concurrency in (0, top) and cell.key != "alone":
                 jobs[cell.key]()
         prober = Prober(on.address)
+        vllm_prober = Prober(via_vllm.address) if via_vllm is not None else None
         health_idle: list[float] = []
         health_load: list[float] = []
+        vllm_health_idle: list[float] = []
+        vllm_health_load: list[float] = []
         runs: dict[str, list[Run]] = {cell.key: [] for cell in cells}
         keys = [cell.key for cell in cells]
         for repeat in range(args.repeats):
@@ -836,7 +865,14 @@ def main(argv: Sequence[str]) -> int:
             health_idle += idle
             health_load += loaded
             log(f"[{repeat + 1}/{args.repeats}] health: idle {len(idle)}, under load {len(loaded)}")
+            if vllm_prober is not None:
+                idle, _ = vllm_prober.during(lambda: time.sleep(2.0 if not args.quick else 0.5))
+                loaded, run = vllm_prober.during(jobs[f"via-vllm-base-{top}"])
+                vllm_health_idle += idle
+                vllm_health_load += loaded
         prober.close()
+        if vllm_prober is not None:
+            vllm_prober.close()
         logs = {s.name: s.log_path.read_text()[-2000:] for s in servers.values()}
 
     rate = {key: statistics.median(r.rate for r in rs) for key, rs in runs.items()}
@@ -888,10 +924,16 @@ def main(argv: Sequence[str]) -> int:
     )
     print("| health Check (grpc.health.v1) | checks | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
-    for label, values in (
+    health_rows = [
         ("batching-on server idle", health_idle),
         (f"batching-on server at concurrency {top}", health_load),
-    ):
+    ]
+    if vllm_health_idle:
+        health_rows += [
+            ("vLLM-engine server idle", vllm_health_idle),
+            (f"vLLM-engine server at concurrency {top}", vllm_health_load),
+        ]
+    for label, values in health_rows:
         print(
             f"| {label} | {len(values)} | {percentile(values, 50) * 1000:.2f} "
             f"| {percentile(values, 99) * 1000:.2f} |"
@@ -943,6 +985,19 @@ def main(argv: Sequence[str]) -> int:
                 first[f"mixed-{top}"],
             )
         )
+    if via_vllm is not None:
+        informational += [
+            (
+                f"gRPC, vLLM engine, base (c={top}) vs in-process padded `generate`",
+                first[f"via-vllm-base-{top}"],
+                first["padded-base"],
+            ),
+            (
+                f"gRPC, vLLM engine, 4 adapters (c={top}) vs in-process padded `generate` mixed",
+                first[f"via-vllm-mixed-{top}"],
+                first["padded-mixed"],
+            ),
+        ]
     print("\nGreedy answers (text and token count; the first repeat):")
     differences = 0
     for label, answers, reference in checks + informational:
