@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         description="Most adapter weight bytes attached to one base model at once (LRU evicted).",
     )
 
+    inference_engine_process: bool = Field(
+        False,
+        description="Run each base's decode loop (the HF engine's forward passes) in a child "
+        "process of its own instead of a thread of the service's process.",
+    )
     inference_engine: Literal["hf", "vllm"] = Field(
         "hf",
         description="What serves a base model not named in vllm_servers: hf (transformers + PEFT "

@@ -1,7 +1,8 @@
 """Engine conformance: the same checks through the Inference service for every engine behind it.
 
-Each test runs once per engine: `hf` (transformers + PEFT in the server process) always, and
-`vllm` (a real vLLM server on the same tiny model, spoken to over HTTP) under `make test-vllm`,
+Each test runs once per engine: `hf` (transformers + PEFT, its decode loop on a thread of the
+server process) and `hf-process` (the same in a child process) always, and `vllm` (a real vLLM
+server on the same tiny model, spoken to over HTTP) under `make test-vllm`,
 which builds vLLM's own venv and sets `LLMOPS_TEST_VLLM_PYTHON` (the `vllm` marker keeps those
 cases out of `make test`). Whatever the engine: greedy answers equal plain `model.generate` for
 the base and two adapters, alone and in flight together; the stream is the unary answer; chat
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import time
 import urllib.request
@@ -49,7 +52,11 @@ PROMPTS = [
     "Extract: Ada Lovelace lives in London.",
 ]
 TOKENS = 16
-ENGINES = [pytest.param("hf"), pytest.param("vllm", marks=pytest.mark.vllm)]
+ENGINES = [
+    pytest.param("hf"),
+    pytest.param("hf-process"),
+    pytest.param("vllm", marks=pytest.mark.vllm),
+]
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +83,13 @@ def vllm_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The settings that put the parameter's engine behind the service."""
-    if request.param == "hf":
-        return {"inference_engine": "hf", "inference_device": "cpu", "inference_threads": 1}
+    if request.param in ("hf", "hf-process"):
+        return {
+            "inference_engine": "hf",
+            "inference_engine_process": request.param == "hf-process",
+            "inference_device": "cpu",
+            "inference_threads": 1,
+        }
     return {"inference_engine": "vllm", "vllm_url": request.getfixturevalue("vllm_url")}
 
 
@@ -357,3 +369,36 @@ async def test_the_engine_is_chosen_per_base_model(
             assert listed.engine == "hf"
     finally:
         server.stop()
+
+
+async def test_a_dead_engine_process_ends_its_requests_and_is_started_again(
+    data_dir: Path, tiny_model: Path, conformance_adapters: list[Path]
+) -> None:
+    settings = make_settings(
+        data_dir, inference_engine_process=True, inference_device="cpu", inference_threads=1
+    )
+    server = ServerThread(settings).start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
+            inference = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            base = await registry.CreateModel(base_model(BASE, tiny_model))
+            adapter = await registry.CreateModel(
+                adapter_model("helper", conformance_adapters[0], base.id)
+            )
+            before = (await inference.Generate(request(adapter.id))).text
+            long = request(adapter.id, max_new_tokens=480)
+            call = inference.StreamGenerate(ipb.StreamGenerateRequest(request=long))
+            await call.read()  # generating in the engine process
+            [child] = multiprocessing.active_children()  # the server runs in this process
+            os.kill(child.pid or 0, signal.SIGKILL)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while await call.read() != grpc.aio.EOF:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "ended" in (ended.value.details() or "")
+            after = await inference.Generate(request(adapter.id))  # a new engine process
+            assert after.text == before
+    finally:
+        server.stop()
+    assert not multiprocessing.active_children()  # stopping the server stopped its engine

@@ -157,14 +157,15 @@ async def test_two_adapters_in_flight_at_once_answer_as_each_does_alone(stack: S
     inference = stack.server.process.inference
     assert inference is not None
     [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
-    step = base.engine.step
+    engine = base.loop.core.engine  # the BatchEngine, on its thread in this process
+    step = engine.step
     mixes: list[int] = []
 
     def watched() -> Any:
-        mixes.append(len(base.engine.adapters_in_flight()))
+        mixes.append(len(engine.adapters_in_flight()))
         return step()
 
-    base.engine.step = watched
+    engine.step = watched
     pairs = [(m, p) for m in models for p in prompts] * 2
     together = await asyncio.gather(
         *(stack.inference.Generate(request(m, p, max_new_tokens=20)) for m, p in pairs)
@@ -427,13 +428,14 @@ async def test_a_failed_decode_step_ends_its_batch_and_serving_goes_on(stack: St
     inference = stack.server.process.inference
     assert inference is not None
     [base] = inference.engine._bases.values()  # type: ignore[attr-defined]
-    forward = base.model.forward
+    model = base.loop.core.model  # the decode loop's model, on its thread in this process
+    forward = model.forward
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        base.model.forward = forward  # fails once
+        model.forward = forward  # fails once
         raise RuntimeError("out of memory (simulated)")
 
-    base.model.forward = broken
+    model.forward = broken
     await expect_error(stack.inference.Generate(request("tiny")), grpc.StatusCode.UNAVAILABLE)
     assert (await stack.inference.Generate(request("tiny"))).text == answer
 

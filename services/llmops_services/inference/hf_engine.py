@@ -1,4 +1,4 @@
-"""The HF engine: transformers + PEFT in this process, the embedded default.
+"""The HF engine: transformers + PEFT, the embedded default.
 
 - **One loaded copy per base model**, loaded on its first request (`llmops_ml.loading`, with the
   placement rule), wrapped once in a `PeftModel` so adapters attach to it by name.
@@ -7,12 +7,13 @@
   (`LLMOPS_INFERENCE_MAX_ADAPTERS`, `LLMOPS_INFERENCE_MAX_ADAPTER_BYTES`) would be exceeded; an
   adapter a request is still using is never evicted (it is pinned until the engine reports the
   request finished).
-- **One `BatchEngine` per base, driven by one thread** that runs `step()` while there is work
-  and sleeps on a condition otherwise. A step's tokens go to their requests' asyncio queues in
-  one `loop.call_soon_threadsafe` per step (not one per row: each call wakes the loop through
-  its self-pipe), so the event loop never waits for a forward pass and wakes once per step.
-- torch and `llmops_ml` are imported when the first model loads: a services process that gets no
-  inference traffic never imports torch.
+- **One `BatchEngine` per base, driven by one decode loop** (`decode_loops.py`): a thread of
+  this process by default, or a child process of its own (`LLMOPS_INFERENCE_ENGINE_PROCESS`).
+  A step's tokens go to their requests' asyncio queues in one `loop.call_soon_threadsafe` per
+  step (not one per row: each call wakes the loop through its self-pipe), so the event loop
+  never waits for a forward pass and wakes once per step.
+- torch and `llmops_ml` are imported when the first model loads (with the engine process, only
+  in that process): a services process that gets no inference traffic never imports torch.
 
 Why the base is wrapped with an idle adapter at load: `BatchEngine` is built once over the model
 it decodes, and attaching the first adapter with `PeftModel.from_pretrained` would replace that
@@ -42,8 +43,17 @@ from llmops_services.errors import (
 )
 from llmops_services.inference import metrics
 from llmops_services.inference.adapter_cache import AdapterCache
+from llmops_services.inference.decode_loops import (
+    AttachError,
+    FailureKind,
+    LoopSettings,
+    ProcessLoop,
+    RequestSpec,
+    StepTokens,
+    ThreadLoop,
+)
 from llmops_services.inference.engine import BaseState, ModelFiles, Sampling, TokenEvent
-from llmops_services.inference.hf_tokenizer import HFTokenizer
+from llmops_services.inference.hf_tokenizer import HFTokenizer, load_tokenizer
 from llmops_services.settings import Settings
 
 log = logging.getLogger("llmops.inference")
@@ -85,99 +95,70 @@ def _deliver_all(handed: Sequence[tuple[Sink, Any]]) -> None:
 
 
 class LoadedBase:
-    """One base model, the adapters attached to it, and the BatchEngine that decodes for it,
-    driven by its own thread."""
+    """One base model's request side: the calls waiting for its tokens, its adapters' pins,
+    and the decode loop that serves them (a thread here, or a child process)."""
 
     def __init__(self, files: ModelFiles, settings: Settings) -> None:
-        from llmops_ml import loading, placement
-        from llmops_ml.batching import BatchEngine
-
-        where = placement.choose(settings.inference_device)
-        tokenizer = loading.load_tokenizer(files.base_dir, padding_side="left")
-        model = loading.load_model(files.base_dir, where)
-        model.eval()
+        loop_settings = LoopSettings.of(settings)
         self.base_id = files.base_id
-        self.tokenizer = HFTokenizer(tokenizer, int(model.config.max_position_embeddings))
-        self.model = loading.with_idle_adapter(model)
-        self.engine = BatchEngine(
-            self.model,
-            list(loading.eos_ids(model, tokenizer)),
-            int(tokenizer.pad_token_id),
-            max_batch_size=settings.inference_max_batch_size,
-            max_prefill_tokens=settings.inference_max_prefill_tokens,
-            device=where.device,
-        )
-        self._model_lock = threading.Lock()  # decode steps and adapter loads take turns
         self._state_lock = threading.Lock()  # sinks and adapter pins
-        self._wake = threading.Condition()
+        self._adapter_lock = threading.Lock()  # one adapter attach or eviction at a time
         self._sinks: dict[str, tuple[Sink, str | None]] = {}
-        self._submitted: dict[str, float] = {}  # request id -> when, until its first token
+        self._submitted: dict[str, float] = {}  # request id -> when (monotonic), until a token
         self._adapters = AdapterCache(
             files.base_id,
             max_count=settings.inference_max_adapters,
             max_bytes=settings.inference_max_adapter_bytes,
             retry_after=settings.inference_retry_after_seconds,
         )
-        self._stopping = False
-        self._thread = threading.Thread(
-            target=self._drive, name=f"inference-{files.base_id}", daemon=True
-        )
-        self._thread.start()
-        log.info("serving %s from %s on %s", files.base_id, files.base_dir, where.device)
+        self.alive = True
+        self.loop: ThreadLoop | ProcessLoop
+        if settings.inference_engine_process:
+            self.loop = ProcessLoop(files, loop_settings, self)
+        else:
+            self.loop = ThreadLoop(files, loop_settings, self)
+        self.tokenizer = load_tokenizer(files.base_dir, self.loop.context_length)
 
-    # The driver thread
+    # Reports of the loop (on its thread)
 
-    def _drive(self) -> None:
-        from llmops_ml import batching
-
-        while True:
-            with self._wake:
-                while not self._stopping and not self.engine.has_work():
-                    self._wake.wait()
-                if self._stopping:
-                    break
-            step_started = time.perf_counter()
-            try:
-                with self._model_lock:
-                    tokens = self.engine.step()
-            except batching.StepError as exc:  # its rows are dropped; the rest goes on
-                log.exception("a decode step failed on %s", self.base_id)
-                failed = Unavailable(
-                    "the engine's decode step failed for this request's batch (the server log "
-                    "has why); retry"
-                )
-                self._end(exc.request_ids, failed)
-                continue
-            except Exception as exc:  # a bug outside the forward: end every request
-                log.exception("the step loop failed on %s", self.base_id)
-                self._end_all(exc, cancel=True)
-                continue
-            if tokens:
-                metrics.BATCH_SIZE.observe(len(tokens))
-                self._deliver(tokens, step_started)
-        self._end_all(Unavailable("the inference engine is stopping"), cancel=False)
-
-    def _deliver(self, tokens: Sequence[Any], step_started: float) -> None:
+    def stepped(self, step: StepTokens) -> None:
+        metrics.BATCH_SIZE.observe(len(step.tokens))
         handed: list[tuple[Sink, Any]] = []
         waited: list[float] = []
         with self._state_lock:
-            for token in tokens:
-                submitted = self._submitted.pop(token.request_id, None)
+            for request_id, token_id, finish_reason in step.tokens:
+                submitted = self._submitted.pop(request_id, None)
                 if submitted is not None:  # its first token: admitted by this step
-                    waited.append(max(step_started - submitted, 0.0))
-                entry = self._sinks.get(token.request_id)
+                    waited.append(max(step.started - submitted, 0.0))
+                entry = self._sinks.get(request_id)
                 if entry is None:
                     continue
-                if token.finish_reason is not None:
-                    del self._sinks[token.request_id]
+                if finish_reason is not None:
+                    del self._sinks[request_id]
                     self._adapters.unpin(entry[1])
-                handed.append((entry[0], token))
+                handed.append((entry[0], TokenEvent(token_id, finish_reason)))
         for seconds in waited:
             metrics.QUEUE_WAIT.observe(seconds)
         _deliver_all(handed)
 
+    def failed(self, request_ids: Sequence[str], kind: FailureKind) -> None:
+        if kind == "step":
+            error: Exception = Unavailable(
+                "the engine's decode step failed for this request's batch (the server log "
+                "has why); retry"
+            )
+        else:
+            error = RuntimeError(f"the step loop of {self.base_id} failed (see the server log)")
+        self._end(request_ids, error)
+
+    def ended(self) -> None:
+        self.alive = False
+        with self._state_lock:
+            running = list(self._sinks)
+        self._end(running, Unavailable(f"the engine process of {self.base_id} ended; retry"))
+
     def _end(self, request_ids: Sequence[str], error: BaseException) -> None:
-        """Ends requests the engine has dropped, with `error`."""
+        """Ends requests the loop has dropped, with `error`."""
         with self._state_lock:
             ended = [self._sinks.pop(r) for r in request_ids if r in self._sinks]
             for request_id in request_ids:
@@ -185,18 +166,6 @@ class LoadedBase:
             for _, adapter in ended:
                 self._adapters.unpin(adapter)
         for sink, _ in ended:
-            sink.put(error)
-
-    def _end_all(self, error: BaseException, *, cancel: bool) -> None:
-        with self._state_lock:
-            ended = list(self._sinks.items())
-            self._sinks.clear()
-            self._submitted.clear()
-            for _, (_, adapter) in ended:
-                self._adapters.unpin(adapter)
-        for request_id, (sink, _) in ended:
-            if cancel:
-                self.engine.cancel(request_id)
             sink.put(error)
 
     # Requests (from the event loop)
@@ -210,49 +179,32 @@ class LoadedBase:
         sink: Sink,
     ) -> None:
         """Adds a request to the running batch (at the next step); its tokens go to `sink`."""
-        from llmops_ml import batching
-
-        request = batching.Request(
-            id=request_id,
-            prompt_ids=list(prompt_ids),
-            sampling=batching.Sampling(
-                max_new_tokens=sampling.max_new_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                repetition_penalty=sampling.repetition_penalty,
-                seed=sampling.seed,
-            ),
-            adapter=adapter,
-        )
         with self._state_lock:
             self._sinks[request_id] = (sink, adapter)
-            self._submitted[request_id] = time.perf_counter()
+            self._submitted[request_id] = time.monotonic()
         try:
-            with self._wake:
-                self.engine.add(request)
-                self._wake.notify()
-        except BaseException:
+            self.loop.add(RequestSpec(request_id, list(prompt_ids), sampling, adapter))
+        except BaseException as exc:
             with self._state_lock:
                 del self._sinks[request_id]
                 self._submitted.pop(request_id, None)
                 self._adapters.unpin(adapter)
+            if isinstance(exc, OSError):  # the engine process is gone
+                raise Unavailable(f"the engine process of {self.base_id} ended; retry") from exc
             raise
 
     def cancel(self, request_id: str) -> None:
         """Frees the request's slot at the next step; its adapter is unpinned then."""
         with self._state_lock:
             self._submitted.pop(request_id, None)
-        with self._wake:
-            self.engine.cancel(request_id)
-            self._wake.notify()
+        self.loop.cancel(request_id)
 
     def stop(self) -> None:
-        """Ends the driver thread; requests still running end with UNAVAILABLE."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join()
+        """Stops the loop; requests still running end with UNAVAILABLE."""
+        self.loop.stop()
+        with self._state_lock:
+            running = list(self._sinks)
+        self._end(running, Unavailable("the inference engine is stopping"))
 
     # Adapters
 
@@ -261,13 +213,24 @@ class LoadedBase:
         no request uses) and pins it; returns its name. Blocking: call from a thread."""
         assert files.adapter_id is not None and files.adapter_dir is not None
         name = files.adapter_id
-        with self._model_lock:
+        with self._adapter_lock:
             with self._state_lock:
                 if self._adapters.pin_if_attached(name):
                     return name
-                for victim in self._adapters.evict_for(files.adapter_bytes):
-                    self._detach(victim)
-            self._load(name, files)
+                victims = self._adapters.evict_for(files.adapter_bytes)
+            try:
+                for victim in victims:
+                    self.loop.detach(victim)
+                self.loop.attach(name, files.adapter_dir)
+            except AttachError as exc:
+                raise FailedPrecondition(
+                    f"adapter {name} could not be loaded on {self.base_id}: {exc}",
+                    violations=[
+                        PreconditionViolation("ADAPTER_FILES", f"models/{name}", "not loadable")
+                    ],
+                ) from exc
+            except OSError as exc:
+                raise Unavailable(f"the engine process of {self.base_id} ended; retry") from exc
             with self._state_lock:
                 self._adapters.added(name, files.adapter_bytes)
         return name
@@ -277,32 +240,6 @@ class LoadedBase:
         with self._state_lock:
             self._adapters.unpin(name)
 
-    def _detach(self, victim: str) -> None:
-        """Deletes an evicted adapter from the model. Holds both locks."""
-        if self.model.active_adapter == victim:  # the batch engine sets it per batch
-            from llmops_ml.loading import IDLE_ADAPTER
-
-            self.model.set_adapter(IDLE_ADAPTER)
-        self.model.delete_adapter(victim)
-        log.info("evicted adapter %s from %s", victim, self.base_id)
-
-    def _load(self, name: str, files: ModelFiles) -> None:
-        from llmops_ml.loading import attach_adapter
-
-        if files.adapter_dir is None:
-            raise ValueError(f"{name} is not an adapter")  # callers attach adapters only
-        try:
-            attach_adapter(self.model, files.adapter_dir, name)
-        except Exception as exc:  # PEFT raises many kinds on files that do not fit the base
-            raise FailedPrecondition(
-                f"adapter {name} could not be loaded on {self.base_id}: {exc}",
-                violations=[
-                    PreconditionViolation("ADAPTER_FILES", f"models/{name}", "not loadable")
-                ],
-            ) from exc
-        self.model.eval()
-        log.info("attached adapter %s to %s", name, self.base_id)
-
     def state(self) -> BaseState:
         with self._state_lock:
             adapters = self._adapters.states()
@@ -310,8 +247,8 @@ class LoadedBase:
             base_id=self.base_id,
             engine="hf",
             adapters=adapters,
-            running=int(self.engine.running),
-            waiting=int(self.engine.waiting),
+            running=self.loop.running,
+            waiting=self.loop.waiting,
         )
 
 
@@ -344,11 +281,15 @@ class HFEngine:
 
     async def _base(self, files: ModelFiles) -> LoadedBase:
         base = self._bases.get(files.base_id)
-        if base is not None:
+        if base is not None and base.alive:
             return base
         lock = self._loading.setdefault(files.base_id, asyncio.Lock())
         async with lock:
             base = self._bases.get(files.base_id)
+            if base is not None and not base.alive:  # its engine process died: load it again
+                del self._bases[files.base_id]
+                await asyncio.to_thread(base.stop)
+                base = None
             if base is None:
                 self._set_threads()
                 base = await asyncio.to_thread(_load_base, files, self._settings)
@@ -356,7 +297,8 @@ class HFEngine:
         return base
 
     def _set_threads(self) -> None:
-        if not self._threads_set:
+        """Torch's threads in this process, when the forward runs here."""
+        if not self._threads_set and not self._settings.inference_engine_process:
             from llmops_ml.placement import set_threads
 
             set_threads(self._settings.inference_threads)
@@ -409,7 +351,7 @@ class HFEngine:
                         if isinstance(item, BaseException):
                             failure = item
                             break
-                        events.append(TokenEvent(item.token_id, item.finish_reason))
+                        events.append(item)
                         if item.finish_reason is not None:
                             break
                     finished = failure is not None or events[-1].finish_reason is not None
