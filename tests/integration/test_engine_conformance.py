@@ -393,7 +393,7 @@ async def test_a_dead_engine_process_ends_its_requests_and_is_started_again(
             [child] = multiprocessing.active_children()  # the server runs in this process
             os.kill(child.pid or 0, signal.SIGKILL)
             with pytest.raises(grpc.aio.AioRpcError) as ended:
-                while await call.read() != grpc.aio.EOF:
+                while await call.read() != grpc.aio.EOF:  # type: ignore[attr-defined]
                     pass
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "ended" in (ended.value.details() or "")
