@@ -84,7 +84,7 @@ def test_train_wait_and_the_jobs_and_models_commands(
         }
     ]
     shown = cli(stack, "jobs", "show", job_id, "-o", "json").json()
-    assert shown["id"] == job_id and shown["progress"]["step"] == "4"
+    assert shown["id"] == job_id and shown["progress"]["step"] == 4
     assert fields(cli(stack, "jobs", "show", job_id).ok().out)["state"] == "succeeded"
     events = cli(stack, "jobs", "events", job_id, "-o", "json").json()
     assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
@@ -97,7 +97,7 @@ def test_train_wait_and_the_jobs_and_models_commands(
     early = cli(
         stack, "jobs", "register-checkpoint", job_id, "2", "--output-name", "early", "-o", "json"
     ).json()
-    assert early["name"] == "early" and early["origin"]["checkpoint_step"] == "2"
+    assert early["name"] == "early" and early["origin"]["checkpoint_step"] == 2
     registered = rows(cli(stack, "jobs", "checkpoints", job_id).ok().out)
     assert [r["REGISTERED MODEL"] for r in registered] == [early["id"], ""]
     watched = cli(stack, "jobs", "watch", job_id).ok()

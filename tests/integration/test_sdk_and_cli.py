@@ -111,7 +111,7 @@ def test_cli_lists_shows_and_refuses(server: ServerThread, tmp_path: Path) -> No
     code, out, _ = _cli(
         server.address, "datasets", "upload", str(good), "--kind", "sft", "-o", "json"
     )
-    assert code == 0 and json.loads(out)["dataset"]["row_count"] == "2"
+    assert code == 0 and json.loads(out)["dataset"]["row_count"] == 2
 
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"prompt": "x"}\n')

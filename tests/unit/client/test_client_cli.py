@@ -227,7 +227,14 @@ def test_registry_list_as_json(fake: FakeClient) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [t["template_id"] for t in data] == ["classification", "extraction", "summarization"]
-    assert data[0] == {"template_id": "classification", "version": 1, "template": "{text}"}
+    # Every field, unset ones with their zero value, so that scripts find each key.
+    assert data[0] == {
+        "template_id": "classification",
+        "version": 1,
+        "template": "{text}",
+        "description": "",
+        "task": "",
+    }
 
 
 def test_datasets_list_table_and_json(fake: FakeClient) -> None:
@@ -237,9 +244,14 @@ def test_datasets_list_table_and_json(fake: FakeClient) -> None:
     assert header.split() == ["ID", "NAME", "KIND", "ROWS", "SIZE", "CREATED"]
     assert row.split()[:4] == ["ds-1", "demo-sft", "sft", "9"]
     result = runner.invoke(app, ["datasets", "list", "--output", "json"])
-    assert json.loads(result.stdout) == [
-        {"id": "ds-1", "name": "demo-sft", "kind": "DATASET_KIND_SFT", "row_count": "9"}
-    ]
+    [listed] = json.loads(result.stdout)
+    # int64 counts as JSON numbers, and unset fields with their zero values
+    assert listed["row_count"] == 9 and listed["size_bytes"] == 0
+    assert {k: listed[k] for k in ("id", "name", "kind")} == {
+        "id": "ds-1",
+        "name": "demo-sft",
+        "kind": "DATASET_KIND_SFT",
+    }
 
 
 def test_upload_refusal_is_one_line_with_every_violation(fake: FakeClient, tmp_path: Path) -> None:
@@ -258,12 +270,14 @@ def test_upload_refusal_is_one_line_with_every_violation(fake: FakeClient, tmp_p
 def test_models_show_json_keeps_proto_field_names(fake: FakeClient) -> None:
     result = runner.invoke(app, ["models", "show", "tiny", "-o", "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {
+    shown = json.loads(result.stdout)
+    assert {k: shown[k] for k in ("id", "name", "version", "kind")} == {
         "id": "mdl-1",
         "name": "tiny",
         "version": 2,
         "kind": "MODEL_KIND_BASE",
     }
+    assert shown["description"] == "" and shown["aliases"] == [] and shown["size_bytes"] == 0
     result = runner.invoke(app, ["models", "show", "tiny"])
     assert "kind:    base" in result.stdout
 
@@ -359,3 +373,16 @@ def test_the_installed_plugins_add_the_server_commands() -> None:
     for command in ("up", "serve", "worker", "keys"):
         assert command in result.stdout
     assert "build-tiny" in runner.invoke(app, ["models", "--help"]).stdout
+
+
+def test_json_output_keeps_zero_values_and_prints_int64_as_numbers() -> None:
+    from llmops.cli._common import to_json
+    from llmops.v1 import eval_service_pb2
+
+    run = eval_service_pb2.EvalRun(
+        id="eval-1",
+        metrics=[eval_service_pb2.TaskMetric(task="all", metric="exact_match", count=2)],
+    )
+    [metric] = to_json(run)["metrics"]
+    # A score of 0.0 is printed, not dropped (proto3 leaves zero values out by default).
+    assert metric == {"task": "all", "metric": "exact_match", "value": 0.0, "count": 2}

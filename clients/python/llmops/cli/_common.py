@@ -166,13 +166,26 @@ def _address(ctx: Any) -> str:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """The JSON form of a message, with the proto field names users see in docs."""
+    """The set fields of a message, with the proto field names users see in docs (for tables
+    and `field: value` lines, which leave out what is unset)."""
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """What `--output json` prints for a message: every field, zero values included (a metric
+    of 0.0 is `"value": 0.0`, not missing), and int64 fields as JSON numbers, as scripts
+    expect; proto field names. (The REST gateway keeps proto3 JSON: int64 as strings.)"""
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
 
 
 def print_json(data: Message | Iterable[Message]) -> None:
     """One message as a JSON object, or several as a JSON array."""
-    payload: Any = to_dict(data) if isinstance(data, Message) else [to_dict(item) for item in data]
+    payload: Any = to_json(data) if isinstance(data, Message) else [to_json(item) for item in data]
     typer.echo(json.dumps(payload, indent=2))
 
 

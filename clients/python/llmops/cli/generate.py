@@ -19,7 +19,7 @@ from llmops.cli._common import (
     OutputOption,
     client,
     print_json,
-    to_dict,
+    to_json,
     usage_fail,
 )
 from llmops.v1 import inference_service_pb2
@@ -84,7 +84,7 @@ def _print_stream(
     text = ""
     for message in messages:
         if output == OutputFormat.json:
-            typer.echo(json.dumps(to_dict(message)))
+            typer.echo(json.dumps(to_json(message)))
         elif message.index == 0:  # several streamed answers would interleave: show the first
             typer.echo(message.text_delta, nl=False)
         if message.index == 0:

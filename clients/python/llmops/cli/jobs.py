@@ -23,7 +23,7 @@ from llmops.cli._common import (
     print_json,
     print_table,
     show,
-    to_dict,
+    to_json,
     when,
 )
 from llmops.enums import choices, short_name
@@ -265,7 +265,7 @@ def follow(job: AnyJob, *, lines_to_stderr: bool, json_lines: bool = False) -> A
     stream: Iterator[jobs_pb2.JobEvent] = job.watch()
     if json_lines:
         for event in stream:
-            typer.echo(json.dumps(to_dict(event)), err=lines_to_stderr)
+            typer.echo(json.dumps(to_json(event)), err=lines_to_stderr)
     elif console.is_terminal:
         with _Bar(job, console) as bar:
             for event in stream:
