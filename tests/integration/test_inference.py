@@ -407,8 +407,9 @@ async def test_an_unknown_model_is_not_found_and_a_dataset_is_the_wrong_kind(
     wrong = await expect_error(stack.inference.Generate(request(dataset.id)), INVALID)
     assert wrong.fields == ["model"]
     assert "dataset" in wrong.message
-    # No default model registered: llmops-tiny is not there.
-    await expect_error(stack.inference.Generate(request("")), grpc.StatusCode.NOT_FOUND)
+    # No default model registered: llmops-tiny is not there, and the error says how to build it.
+    missing = await expect_error(stack.inference.Generate(request("")), grpc.StatusCode.NOT_FOUND)
+    assert "llmops models build-tiny" in missing.message
 
 
 async def test_a_model_whose_files_do_not_load_fails_its_precondition(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmops.tiny_models import TINY_MODEL_NAMES
 from llmops_workers.corpus import generic_documents, tokenizer_training_texts
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ __all__ = [
 
 TinyKind = Literal["base", "student"]
 
-TINY_MODELS: dict[str, TinyKind] = {"llmops-tiny": "base", "llmops-tiny-student": "student"}
+TINY_MODELS: dict[str, TinyKind] = dict(zip(TINY_MODEL_NAMES, ("base", "student"), strict=True))
 """The registered names of the tiny models and the kind each is built as."""
 
 BUILD_INFO_FILE = "llmops_build.json"

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from llmops.tiny_models import BUILD_COMMAND, TINY_MODEL_NAMES
 from llmops_services.artifacts import STORE_SCHEME, ArtifactStore, UnsafeKey
 from llmops_services.db.tables import AliasMoveRow, JobRow, ModelAliasRow, ModelRow, utcnow
 from llmops_services.errors import (
@@ -42,7 +43,9 @@ def find_model(session: Session, ref: str) -> ModelRow:
             select(ModelRow).where(ModelRow.name == ref).order_by(ModelRow.version.desc()).limit(1)
         ).first()
     if row is None:
-        raise NotFound(f"model {ref!r} not found", resource_type="model", resource_name=ref)
+        name = ref.partition("@")[0]
+        hint = f"; build it with `{BUILD_COMMAND}`" if name in TINY_MODEL_NAMES else ""
+        raise NotFound(f"model {ref!r} not found{hint}", resource_type="model", resource_name=ref)
     return row
 
 
