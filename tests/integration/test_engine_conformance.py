@@ -34,7 +34,7 @@ from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
 from llmops.v1 import registry_service_pb2 as pb
 from tests.conftest import ServerThread, make_settings
-from tests.integration.helpers import base_model, expect_error
+from tests.integration.helpers import base_model, expect_error, make_base_model_dir
 from tests.integration.served_models import Reference, make_lora_adapters, plain_generate
 from tests.integration.vllm_server import vllm_server
 
@@ -402,3 +402,25 @@ async def test_a_dead_engine_process_ends_its_requests_and_is_started_again(
     finally:
         server.stop()
     assert not multiprocessing.active_children()  # stopping the server stopped its engine
+
+
+async def test_a_base_the_engine_process_cannot_load_fails_its_precondition(
+    data_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        data_dir, inference_engine_process=True, inference_device="cpu", inference_threads=1
+    )
+    server = ServerThread(settings).start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
+            inference = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            broken = await registry.CreateModel(base_model("broken", make_base_model_dir(tmp_path)))
+            refused = await expect_error(
+                inference.Generate(request("broken")), grpc.StatusCode.FAILED_PRECONDITION
+            )
+            assert refused.subjects == [f"models/{broken.id}"]
+            await registry.CreateModel(base_model(BASE, tiny_model))
+            assert (await inference.Generate(request(BASE))).text  # still serving
+    finally:
+        server.stop()
