@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
 )
@@ -47,6 +49,12 @@ func (f *fakeRegistry) GetPromptTemplate(ctx context.Context, req *llmopsv1.GetP
 	switch req.GetTemplateId() {
 	case "missing":
 		return nil, status.Error(codes.NotFound, "template missing not found")
+	case "newer":
+		return nil, status.FromProto(&spb.Status{
+			Code:    int32(codes.FailedPrecondition),
+			Message: "a detail this gateway does not know",
+			Details: []*anypb.Any{{TypeUrl: "type.googleapis.com/llmops.v9.Unknown"}},
+		}).Err()
 	case "bad":
 		st, err := status.New(codes.InvalidArgument, "bad template id").WithDetails(&errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "template_id", Description: "not allowed"}},
@@ -211,6 +219,11 @@ func TestOnlyAllowedHeadersReachTheServices(t *testing.T) {
 	if got := resp.Header.Get("X-Request-Id"); got != "req-1" {
 		t.Errorf("response X-Request-Id = %q, want req-1", got)
 	}
+	for name := range resp.Header {
+		if strings.HasPrefix(name, "Grpc-") {
+			t.Errorf("response header %s passed through", name)
+		}
+	}
 }
 
 func TestRequestIDIsMadeWhenMissingOrInvalid(t *testing.T) {
@@ -243,6 +256,11 @@ func TestErrorsAreStatusJSONWithDetails(t *testing.T) {
 	violations, _ := st.Details[0]["field_violations"].([]any)
 	if st.Details[0]["@type"] != "type.googleapis.com/google.rpc.BadRequest" || len(violations) != 1 {
 		t.Errorf("details: %s", body)
+	}
+
+	resp, body = do(t, "GET", gw.URL+"/v1/promptTemplates/newer", "", nil)
+	if st := decodeStatus(t, body); resp.StatusCode != http.StatusBadRequest || st.Code != int(codes.FailedPrecondition) || len(st.Details) != 0 {
+		t.Errorf("unknown detail type: %d %s", resp.StatusCode, body)
 	}
 
 	resp, body = do(t, "POST", gw.URL+"/v1/promptTemplates", `{"prompt_template": {"template_id": "t"}, "no_such_field": 1}`, nil)

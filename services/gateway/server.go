@@ -13,11 +13,16 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	// The services' error details (BadRequest, ResourceInfo, RequestInfo, PreconditionFailure,
+	// RetryInfo, ...) must be known here to be written as JSON.
+	_ "google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
 	"github.com/llmops/gateway/openapi"
@@ -62,6 +67,12 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithStreamErrorHandler(func(_ context.Context, err error) *status.Status {
+			return status.Convert(knownDetailsOnly(err))
+		}),
+		// The services' response metadata (x-request-id, set by withRequestID already, and
+		// gRPC's own headers) is not copied into Grpc-Metadata-* response headers.
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
 	)
 	for _, register := range registrations {
@@ -110,7 +121,32 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 	if body, ok := r.Body.(*limitedBody); ok && body.exceeded {
 		err = tooLarge(body.limit)
 	}
+	var custom *runtime.HTTPStatusError
+	if !errors.As(err, &custom) {
+		err = knownDetailsOnly(err)
+	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// knownDetailsOnly drops the details of a status whose type the gateway does not know (a
+// service newer than the gateway): otherwise the whole error would become "failed to marshal".
+func knownDetailsOnly(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	proto := st.Proto()
+	known := make([]*anypb.Any, 0, len(proto.GetDetails()))
+	for _, detail := range proto.GetDetails() {
+		if _, err := protoregistry.GlobalTypes.FindMessageByURL(detail.GetTypeUrl()); err == nil {
+			known = append(known, detail)
+		}
+	}
+	if len(known) == len(proto.GetDetails()) {
+		return err
+	}
+	proto.Details = known
+	return status.FromProto(proto).Err()
 }
 
 func tooLarge(limit int64) error {
