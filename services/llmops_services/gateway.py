@@ -34,7 +34,10 @@ def find_binary(configured: str = "") -> Path:
         path = Path(configured)
         if os.access(path, os.X_OK) and path.is_file():
             return path
-        raise GatewayError(f"LLMOPS_GATEWAY_BINARY={configured} is not an executable file")
+        raise GatewayError(
+            f"LLMOPS_GATEWAY_BINARY={configured} is not an executable file "
+            "(`make gateway` builds .bin/llmops-gateway)"
+        )
     if os.access(PROJECT_BINARY, os.X_OK):
         return PROJECT_BINARY
     found = shutil.which(BINARY_NAME)
