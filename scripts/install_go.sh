@@ -30,7 +30,7 @@ find_go() {
 }
 
 download_go() {
-  local arch zip url
+  local arch url
   case $(uname -m) in
     x86_64) arch=amd64 ;;
     aarch64 | arm64) arch=arm64 ;;
@@ -39,7 +39,6 @@ download_go() {
   url="$GOPROXY_URL/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip"
   echo "install_go.sh: downloading Go $GO_VERSION from $url" >&2
   zip=$(mktemp --suffix .zip)
-  trap 'rm -f "$zip"' EXIT
   curl -fsSL --retry 3 -o "$zip" "$url"
   rm -rf "$toolchain.tmp" && mkdir -p "$toolchain.tmp"
   # The zip holds golang.org/toolchain@v0.0.1-go<version>.linux-<arch>/{bin,src,pkg,...}.
@@ -49,6 +48,9 @@ download_go() {
   chmod +x "$toolchain.tmp/out/go/bin/"* "$toolchain.tmp/out/go/pkg/tool/"*/*
   rm -rf "$toolchain" && mv "$toolchain.tmp/out" "$toolchain" && rm -rf "$toolchain.tmp"
 }
+
+zip=""
+trap 'rm -f "$zip"; rm -rf "$toolchain.tmp"' EXIT
 
 if [[ ${1:-} == --find ]]; then
   find_go
