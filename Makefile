@@ -116,3 +116,38 @@ test-vllm: setup vllm-venv
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .mypy_cache .ruff_cache coverage.xml .coverage
+
+# --- REST gateway (Go, services/gateway) -----------------------------------------------------
+# scripts/install_go.sh uses Go >= 1.26 from PATH or /usr/local/go, else downloads it into
+# .bin/go-toolchain; the protoc plugins and the gateway binary land in .bin/ as well.
+# `make setup` builds the binary only where Go already is; the test targets get Go themselves.
+.PHONY: gateway gateway-tools gateway-gen gateway-test
+GATEWAY_BIN := .bin/llmops-gateway
+GATEWAY_PLUGINS := $(addprefix .bin/,protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2)
+GATEWAY_SOURCES := $(shell find services/gateway -name '*.go' -o -name 'go.*' -o -name '*.json')
+GO_FOUND := $(shell scripts/install_go.sh --find 2>/dev/null)
+GO_DIR = $$($(CURDIR)/scripts/install_go.sh)
+GO = GOTOOLCHAIN=local "$(GO_DIR)/go"
+
+setup: $(if $(GO_FOUND),$(GATEWAY_BIN))
+test unit integration: gateway-tools gateway
+
+gateway: $(GATEWAY_BIN)
+
+$(GATEWAY_BIN): $(GATEWAY_SOURCES)
+	cd services/gateway && $(GO) build -trimpath -o $(CURDIR)/$@ .
+
+gateway-tools: $(GATEWAY_PLUGINS)
+
+$(GATEWAY_PLUGINS) &: scripts/install_go.sh
+	scripts/install_go.sh --plugins >/dev/null
+	@touch $(GATEWAY_PLUGINS)
+
+# Regenerates services/gateway/gen and docs/openapi from the protos (after editing them).
+gateway-gen: setup gateway-tools
+	scripts/gen_gateway.sh
+
+gateway-test: gateway
+	@unformatted=$$("$(GO_DIR)/gofmt" -l services/gateway); \
+		test -z "$$unformatted" || { echo "not gofmt-formatted: $$unformatted"; exit 1; }
+	cd services/gateway && $(GO) vet ./... && $(GO) test ./...

@@ -17,7 +17,7 @@ rm -f "$data/stack.json"
 export LLMOPS_PROTECTED_ALIASES='["production"]'
 unset LLMOPS_REDIS_URL LLMOPS_DATABASE_URL LLMOPS_ARTIFACTS_URL LLMOPS_API_KEY
 
-llmops up --grpc-port 0 --metrics-port 0 --data-dir "$data" >"$data/up.out" 2>"$data/server.log" &
+llmops up --grpc-port 0 --http-port 0 --metrics-port 0 --data-dir "$data" >"$data/up.out" 2>"$data/server.log" &
 stack=$!
 trap 'kill -TERM $stack 2>/dev/null || true; wait $stack 2>/dev/null || true' EXIT
 for _ in $(seq 600); do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from llmops_services import seed
 from llmops_services.context import Platform
 from llmops_services.eval import service as eval_service
+from llmops_services.gateway import GatewayError, GatewayProcess, find_binary
 from llmops_services.inference.service import InferenceService
 from llmops_services.jobs.private_redis import PrivateRedis
 from llmops_services.jobs.queue import JobQueue
@@ -172,15 +174,31 @@ async def serve(
     services: Sequence[str] = SERVICE_NAMES,
     workers: int = 0,
     threads: int = 1,
+    gateway: bool = False,
 ) -> None:
-    """Runs a process until SIGTERM or SIGINT, printing where it listens."""
+    """Runs a process until SIGTERM or SIGINT, printing where it listens; with `gateway`, the
+    REST gateway too (on `settings.http_port`, unless -1), as a child process."""
     configure_logging(settings.log_level)
     process = PlatformProcess(settings, services)
     pool = WorkerProcesses(settings, workers, threads)
+    rest: GatewayProcess | None = None
 
     async def start() -> None:
+        nonlocal rest
         addresses = await process.start()
         print(f"gRPC     {addresses.grpc}  ({', '.join(process.services)})", flush=True)
+        if gateway and settings.http_port >= 0:
+            try:
+                binary = find_binary(settings.gateway_binary)
+            except GatewayError as error:
+                print(f"REST     not started: {error}", flush=True)
+            else:
+                listen = f"{settings.grpc_host}:{settings.http_port}"
+                rest = GatewayProcess(
+                    binary, addresses.grpc, listen, settings.shutdown_grace_seconds
+                )
+                url = await asyncio.to_thread(rest.start)
+                print(f"REST     {url}  (gateway to {addresses.grpc})", flush=True)
         if addresses.metrics:
             print(f"metrics  {addresses.metrics}", flush=True)
         if settings.redis_url:
@@ -190,6 +208,8 @@ async def serve(
             print(f"workers  {workers} ({threads} torch threads per job)", flush=True)
 
     async def stop() -> None:
+        if rest is not None:  # first, so that no new REST calls arrive while the rest stops
+            await asyncio.to_thread(rest.stop)
         pool.stop()
         await process.stop()
 

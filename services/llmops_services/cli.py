@@ -1,5 +1,5 @@
-"""The server's commands of the `llmops` CLI (`up`, `serve`, `keys`), plugged into the SDK's
-command through the `llmops.cli` entry point (`register`; see `llmops.cli.plugins`).
+"""The server's commands of the `llmops` CLI (`up`, `serve`, `gateway`, `keys`), plugged into the
+SDK's command through the `llmops.cli` entry point (`register`; see `llmops.cli.plugins`).
 
 The CLI loads this module whenever it starts, so it imports only Typer at the top; the server
 itself (settings, database, services) is imported when a command runs."""
@@ -24,6 +24,12 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data directory (default $LLMOPS_DATA_DIR or ./artifacts)."),
 ]
 GrpcPort = Annotated[int | None, typer.Option("--grpc-port", help="gRPC port; 0 picks a free one.")]
+HttpPort = Annotated[
+    int | None,
+    typer.Option(
+        "--http-port", help="REST gateway port (default 8000); 0 picks a free one, -1 none."
+    ),
+]
 MetricsPort = Annotated[
     int | None, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one, -1 none.")
 ]
@@ -49,12 +55,23 @@ def worker_threads(workers: int, cores: int | None = None) -> int:
     return max(1, available // max(1, workers))
 
 
-def _serve(config: Settings, services: list[str], workers: int = 0, threads: int = 1) -> None:
+def _serve(
+    config: Settings,
+    services: list[str],
+    workers: int = 0,
+    threads: int = 1,
+    gateway: bool = False,
+) -> None:
     import asyncio
 
     from llmops_services.app import serve
+    from llmops_services.gateway import GatewayError
 
-    asyncio.run(serve(config, services, workers, threads))
+    try:
+        asyncio.run(serve(config, services, workers, threads, gateway))
+    except GatewayError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 def serve_command(
@@ -83,6 +100,7 @@ def serve_command(
 
 def up_command(
     grpc_port: GrpcPort = None,
+    http_port: HttpPort = None,
     metrics_port: MetricsPort = None,
     data_dir: DataDir = None,
     workers: Annotated[
@@ -95,7 +113,8 @@ def up_command(
         ),
     ] = 0,
 ) -> None:
-    """Run the whole stack with the embedded defaults (SQLite, local store) in the foreground."""
+    """Run the whole stack with the embedded defaults (SQLite, local store) and the REST gateway
+    in the foreground."""
     if workers and importlib.util.find_spec("llmops_workers") is None:
         typer.echo(
             "error: 'llmops up' starts workers from the workers package: pip install "
@@ -103,8 +122,45 @@ def up_command(
             err=True,
         )
         raise typer.Exit(1)
-    chosen = settings(grpc_port=grpc_port, metrics_port=metrics_port, data_dir=data_dir)
-    _serve(chosen, list(SERVICES), workers, threads or worker_threads(workers))
+    chosen = settings(
+        grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, data_dir=data_dir
+    )
+    _serve(chosen, list(SERVICES), workers, threads or worker_threads(workers), gateway=True)
+
+
+def gateway_command(
+    context: typer.Context,
+    http_port: Annotated[
+        int | None, typer.Option("--http-port", help="Port to listen on (default 8000).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on (default localhost).")
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="gRPC address of the services (default localhost:50051)."),
+    ] = None,
+) -> None:
+    """Run the REST gateway (llmops-gateway) in the foreground; other arguments go to the binary
+    (`llmops gateway -- -help` lists them, with their LLMOPS_GATEWAY_* variables)."""
+    from llmops_services.gateway import GatewayError, find_binary
+
+    try:
+        binary = find_binary(os.environ.get("LLMOPS_GATEWAY_BINARY", ""))
+    except GatewayError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    arguments = [str(binary)]
+    if http_port is not None or host is not None:
+        arguments += [
+            "-listen",
+            f"{host or 'localhost'}:{8000 if http_port is None else http_port}",
+        ]
+    if backend is not None:
+        arguments += ["-backend", backend]
+    arguments += context.args
+    # The binary takes this process's place: signals, exit code and output are its own.
+    os.execv(binary, arguments)
 
 
 keys_app = typer.Typer(
@@ -174,7 +230,11 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """The `llmops.cli` entry point: adds `serve`, `up` and `keys` to the `llmops` command."""
+    """The `llmops.cli` entry point: adds `serve`, `up`, `gateway` and `keys` to the `llmops`
+    command."""
     app.command("serve")(serve_command)
     app.command("up")(up_command)
+    app.command(
+        "gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(gateway_command)
     app.add_typer(keys_app, name="keys")

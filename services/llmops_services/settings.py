@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     grpc_host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int = Field(9464, ge=-1, le=65535, description="Prometheus port; 0 free, -1 off.")
+    http_port: int = Field(
+        8000, ge=-1, le=65535, description="REST gateway port of `llmops up`; 0 free, -1 off."
+    )
+    gateway_binary: str = Field(
+        "", description="The llmops-gateway binary; empty looks in the project's .bin/, then PATH."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
     )

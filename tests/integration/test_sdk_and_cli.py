@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -206,15 +207,18 @@ def test_up_starts_the_stack_and_a_worker_with_the_threads_asked_and_stops_on_si
     gets `--threads`; SIGTERM stops all of them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
     command = [sys.executable, "-m", "llmops", "up", "--grpc-port", "0", "--metrics-port", "-1"]
-    command += ["--data-dir", str(tmp_path / "data"), "--threads", "2"]
+    command += ["--http-port", "0", "--data-dir", str(tmp_path / "data"), "--threads", "2"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     ) as process:
         try:
             assert process.stdout is not None
-            lines = [process.stdout.readline() for _ in range(3)]
-            assert lines[0].startswith("gRPC") and lines[1].startswith("redis"), lines
-            assert lines[2] == "workers  1 (2 torch threads per job)\n", lines
+            lines = [process.stdout.readline() for _ in range(4)]
+            assert lines[0].startswith("gRPC") and lines[1].startswith("REST"), lines
+            assert lines[2].startswith("redis"), lines
+            assert lines[3] == "workers  1 (2 torch threads per job)\n", lines
+            rest = lines[1].split()[1]
+            assert httpx.get(f"{rest}/v1/promptTemplates/extraction", timeout=10).status_code == 200
             (worker,) = [c for c in _child_commands(process.pid) if b"worker" in c]
             assert worker[worker.index(b"--threads") + 1] == b"2"
             with llmops.Client(lines[0].split()[1], timeout=10) as client:

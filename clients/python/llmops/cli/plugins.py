@@ -32,6 +32,7 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("server", "llmops-platform"),
     "serve": ("server", "llmops-platform"),
     "keys": ("server", "llmops-platform"),
+    "gateway": ("server", "llmops-platform"),
     "worker": ("workers", "llmops-workers"),
     "models build-tiny": ("workers", "llmops-workers"),
 }

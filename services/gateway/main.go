@@ -1,0 +1,146 @@
+// Command llmops-gateway serves the llmops.v1 gRPC services as REST/JSON (grpc-gateway v2) on one
+// HTTP port, proxying every call to one gRPC backend.
+//
+// Flags take their defaults from LLMOPS_GATEWAY_* environment variables; see -help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Config is what the gateway is started with.
+type Config struct {
+	Listen        string        // HTTP address to listen on
+	Backend       string        // gRPC address of the services
+	MaxBodyBytes  int64         // largest request body accepted
+	Timeout       time.Duration // deadline of unary and client-streaming calls that set none
+	StreamTimeout time.Duration // deadline of server-streaming calls that set none; 0: none
+	ShutdownGrace time.Duration // how long in-flight requests may finish after SIGTERM
+}
+
+// envNames maps each flag to the environment variable that gives its default.
+var envNames = map[string]string{
+	"listen":         "LLMOPS_GATEWAY_LISTEN",
+	"backend":        "LLMOPS_GATEWAY_BACKEND",
+	"max-body-bytes": "LLMOPS_GATEWAY_MAX_BODY_BYTES",
+	"timeout":        "LLMOPS_GATEWAY_TIMEOUT",
+	"stream-timeout": "LLMOPS_GATEWAY_STREAM_TIMEOUT",
+	"shutdown-grace": "LLMOPS_GATEWAY_SHUTDOWN_GRACE",
+}
+
+// parseConfig reads flags, then the environment for every flag not given.
+func parseConfig(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	var cfg Config
+	fs := flag.NewFlagSet("llmops-gateway", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&cfg.Listen, "listen", "localhost:8000", "HTTP `address` to listen on (port 0 picks a free one)")
+	fs.StringVar(&cfg.Backend, "backend", "localhost:50051", "gRPC `address` of the llmops services")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 64<<20, "largest request body accepted, in `bytes` (413 above)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "deadline of unary calls that send no Grpc-Timeout header")
+	fs.DurationVar(&cfg.StreamTimeout, "stream-timeout", time.Hour, "deadline of server-streaming calls that send no Grpc-Timeout header (0: none)")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may finish after SIGTERM or SIGINT")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: llmops-gateway [flags]\n\nEach flag's default can be set by its environment variable:")
+		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(fs.Output(), "  -%s\t%s\n", f.Name, envNames[f.Name]) })
+		fmt.Fprintln(fs.Output())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, env := range envNames {
+		if value := getenv(env); value != "" && !given[name] {
+			if err := fs.Set(name, value); err != nil {
+				return cfg, fmt.Errorf("%s=%q: %v", env, value, err)
+			}
+		}
+	}
+	switch {
+	case cfg.MaxBodyBytes <= 0:
+		return cfg, errors.New("-max-body-bytes must be positive")
+	case cfg.Timeout <= 0:
+		return cfg, errors.New("-timeout must be positive")
+	case cfg.StreamTimeout < 0 || cfg.ShutdownGrace < 0:
+		return cfg, errors.New("-stream-timeout and -shutdown-grace must not be negative")
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "llmops-gateway:", err)
+		os.Exit(2)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, logger, os.Stdout); err != nil {
+		logger.Error("gateway failed", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends, then shuts down within the grace period. Once listening, it writes
+// one line with the bound address to out (how `llmops up` learns a port picked with :0).
+func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) error {
+	conn, err := dialBackend(cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	handler, err := newHandler(ctx, cfg, conn, logger)
+	if err != nil {
+		return err
+	}
+	listener, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	server := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+	address := "http://" + listener.Addr().String()
+	fmt.Fprintf(out, "llmops-gateway listening on %s (backend %s)\n", address, cfg.Backend)
+	logger.Info("gateway started", "address", address, "backend", cfg.Backend)
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("signal received, shutting down", "grace", cfg.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := server.Shutdown(shutdownCtx); err != nil {
+		// Streams still open after the grace period are cut.
+		logger.Warn("grace period over, closing open connections", "error", err.Error())
+		_ = server.Close()
+	}
+	logger.Info("gateway stopped")
+	return nil
+}
