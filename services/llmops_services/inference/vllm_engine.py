@@ -32,10 +32,11 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from llmops_services.errors import (
     FailedPrecondition,
@@ -93,7 +94,7 @@ class _AdapterGone(Exception):
 class _Server:
     """One vLLM server: the base it serves, the adapters loaded into it, and its gate."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, url: str, client: aiohttp.ClientSession, settings: Settings) -> None:
         self.url = url.rstrip("/")
         self._client = client
         self._settings = settings
@@ -191,7 +192,7 @@ class _Server:
         except _Refused as refused:
             if _ALREADY_LOADED in refused.message:  # loaded before this process started
                 return
-            if refused.status in (httpx.codes.TOO_MANY_REQUESTS, httpx.codes.SERVICE_UNAVAILABLE):
+            if refused.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
                 raise self._error(refused) from refused
             # vLLM answers 404 for a missing adapter and 500 for files it cannot parse, and
             # goes on serving: either way these files do not load.
@@ -241,25 +242,25 @@ class _Server:
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
-        timeout = httpx.Timeout(self._settings.vllm_timeout_seconds, read=None)
+        connect = self._settings.vllm_timeout_seconds  # the answer takes as long as it takes
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
         try:
-            async with self._client.stream(
-                "POST", f"{self.url}/v1/completions", json=body, timeout=timeout
+            async with self._client.post(
+                f"{self.url}/v1/completions", json=body, timeout=timeout
             ) as response:
-                if response.status_code != httpx.codes.OK:
-                    await response.aread()
-                    refused = self._refusal(response)
-                    if response.status_code == httpx.codes.NOT_FOUND and adapter:
+                if response.status != HTTPStatus.OK:
+                    refused = _refusal(response.status, await response.text())
+                    if response.status == HTTPStatus.NOT_FOUND and adapter:
                         raise _AdapterGone(refused.message)
                     raise self._error(refused)
-                async for line in response.aiter_lines():
-                    events = _events(line)
+                async for line in response.content:  # one server-sent line at a time
+                    events = _events(line.decode())
                     if events is None:
                         continue
                     yield events
                     if events and events[-1].finish_reason is not None:
                         return
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
         raise Unavailable(f"the vLLM server at {self.url} ended the stream before the answer")
 
@@ -267,35 +268,25 @@ class _Server:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One JSON call; `_Refused` for any answer but OK, `Unavailable` when unreachable."""
+        timeout = aiohttp.ClientTimeout(total=self._settings.vllm_timeout_seconds)
         try:
-            response = await self._client.request(
-                method,
-                f"{self.url}{path}",
-                json=body,
-                timeout=self._settings.vllm_timeout_seconds,
-            )
-        except httpx.TransportError as exc:
+            async with self._client.request(
+                method, f"{self.url}{path}", json=body, timeout=timeout
+            ) as response:
+                status, text = response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        if response.status_code != httpx.codes.OK:
-            raise self._refusal(response)
+        if status != HTTPStatus.OK:
+            raise _refusal(status, text)
         try:
-            return response.json()
+            return json.loads(text)
         except ValueError:
-            return response.text
-
-    def _refusal(self, response: httpx.Response) -> _Refused:
-        message = response.text
-        try:
-            error = response.json().get("error") or {}
-            message = str(error.get("message") or message)
-        except (ValueError, AttributeError):
-            pass
-        return _Refused(response.status_code, message[:500])
+            return text
 
     def _error(self, refused: _Refused) -> ServiceError:
         """What a caller gets for a vLLM answer that is not OK."""
         retry = self._settings.inference_retry_after_seconds
-        if refused.status == httpx.codes.TOO_MANY_REQUESTS:
+        if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
             return ResourceExhausted(f"the vLLM server at {self.url} is busy", retry_after=retry)
         if refused.status < 500:
             return FailedPrecondition(
@@ -307,7 +298,7 @@ class _Server:
             f"the vLLM server at {self.url} failed ({refused.status}): {refused.message}"
         )
 
-    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+    def _unreachable(self, exc: Exception) -> Unavailable:
         return Unavailable(f"the vLLM server at {self.url} is not reachable: {exc!r}")
 
 
@@ -320,6 +311,17 @@ class _Refused(Exception):
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.status}: {self.message}")
+
+
+def _refusal(status: int, text: str) -> _Refused:
+    """A non-OK answer with the message of vLLM's OpenAI error body when it has one."""
+    message = text
+    try:
+        error = json.loads(text).get("error") or {}
+        message = str(error.get("message") or message)
+    except (ValueError, AttributeError):
+        pass
+    return _Refused(status, message[:500])
 
 
 def _events(line: str) -> list[TokenEvent] | None:
@@ -348,7 +350,7 @@ class VllmEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._servers: dict[str, _Server] = {}
         self._tokenizers: dict[str, HFTokenizer] = {}
         self._in_flight = 0
@@ -367,7 +369,8 @@ class VllmEngine:
         server = self._servers.get(url)
         if server is None:
             if self._client is None:
-                self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+                # No pool limit: every request is a stream held open until its answer ends.
+                self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             server = self._servers[url] = _Server(url, self._client, self._settings)
         return server
 
@@ -436,6 +439,6 @@ class VllmEngine:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
         self._servers.clear()

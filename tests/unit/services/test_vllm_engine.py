@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 import pytest
 
 from llmops_services.errors import FailedPrecondition
@@ -20,6 +20,7 @@ from llmops_services.inference.hf_engine import HFEngine
 from llmops_services.inference.vllm_engine import (
     VllmEngine,
     _events,
+    _refusal,
     _Refused,
     _ServedBase,
     _Server,
@@ -86,25 +87,23 @@ def test_stream_lines_become_token_events_with_the_finish_on_the_last() -> None:
 
 async def test_vllm_answers_map_to_the_codes_a_caller_expects() -> None:
     settings = settings_of(inference_engine="vllm", vllm_url="http://v:1")
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as client:
         server = _Server("http://v:1/", client, settings)
-        assert server.url == "http://v:1"
-        refused = server._refusal(
-            httpx.Response(400, json={"error": {"message": "max_tokens too large", "code": 400}})
-        )
-        assert (refused.status, refused.message) == (400, "max_tokens too large")
-        assert server._refusal(httpx.Response(502, text="bad gateway")).message == "bad gateway"
-        codes = {
-            status: server._error(_Refused(status, "m")).code
-            for status in (400, 404, 429, 500, 503)
-        }
-        assert codes == {
-            400: grpc.StatusCode.FAILED_PRECONDITION,
-            404: grpc.StatusCode.FAILED_PRECONDITION,
-            429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-            500: grpc.StatusCode.UNAVAILABLE,
-            503: grpc.StatusCode.UNAVAILABLE,
-        }
+    assert server.url == "http://v:1"
+    body = json.dumps({"error": {"message": "max_tokens too large", "code": 400}})
+    refused = _refusal(400, body)
+    assert (refused.status, refused.message) == (400, "max_tokens too large")
+    assert _refusal(502, "bad gateway").message == "bad gateway"
+    codes = {
+        status: server._error(_Refused(status, "m")).code for status in (400, 404, 429, 500, 503)
+    }
+    assert codes == {
+        400: grpc.StatusCode.FAILED_PRECONDITION,
+        404: grpc.StatusCode.FAILED_PRECONDITION,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        500: grpc.StatusCode.UNAVAILABLE,
+        503: grpc.StatusCode.UNAVAILABLE,
+    }
 
 
 async def test_a_base_with_no_vllm_server_is_refused_by_the_vllm_engine(tmp_path: Path) -> None:
