@@ -56,6 +56,9 @@ def vllm_server(python: Path, model_dir: Path, served_name: str, log_path: Path)
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
+        # Idle connections close after 1 s instead of 5: a connection the server has closed
+        # while the engine kept it for reuse (the retry in `_open`) happens in these tests too.
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "1",
     }
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:

@@ -244,10 +244,9 @@ class _Server:
             body["seed"] = sampling.seed
         connect = self._settings.vllm_timeout_seconds  # the answer takes as long as it takes
         timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+        response = await self._open("POST", "/v1/completions", body, timeout)
         try:
-            async with self._client.post(
-                f"{self.url}/v1/completions", json=body, timeout=timeout
-            ) as response:
+            async with response:
                 if response.status != HTTPStatus.OK:
                     refused = _refusal(response.status, await response.text())
                     if response.status == HTTPStatus.NOT_FOUND and adapter:
@@ -266,13 +265,32 @@ class _Server:
 
     # HTTP
 
+    async def _open(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """Sends a request and returns its response once the headers are in. A kept-alive
+        connection that the server closed while it sat idle fails before any answer (vLLM's
+        keep-alive is 5 s, and the pool keeps connections for less, but the two can cross):
+        that is retried once, on a new connection."""
+        for attempt in (1, 2):
+            try:
+                return await self._client.request(
+                    method, f"{self.url}{path}", json=body, timeout=timeout
+                )
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 2:
+                    raise self._unreachable(exc) from exc
+                log.info("vLLM at %s closed an idle connection; sending again", self.url)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._unreachable(exc) from exc
+        raise AssertionError("unreachable")
+
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One JSON call; `_Refused` for any answer but OK, `Unavailable` when unreachable."""
         timeout = aiohttp.ClientTimeout(total=self._settings.vllm_timeout_seconds)
+        response = await self._open(method, path, body, timeout)
         try:
-            async with self._client.request(
-                method, f"{self.url}{path}", json=body, timeout=timeout
-            ) as response:
+            async with response:
                 status, text = response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
@@ -370,7 +388,9 @@ class VllmEngine:
         if server is None:
             if self._client is None:
                 # No pool limit: every request is a stream held open until its answer ends.
-                self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                # Idle connections are closed before vLLM's keep-alive (5 s) would close them.
+                connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
+                self._client = aiohttp.ClientSession(connector=connector)
             server = self._servers[url] = _Server(url, self._client, self._settings)
         return server
 
