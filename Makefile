@@ -123,7 +123,7 @@ clean:
 # `make setup` builds the binary only where Go already is; the test targets get Go themselves.
 .PHONY: gateway gateway-tools gateway-gen gateway-test
 GATEWAY_BIN := .bin/llmops-gateway
-GATEWAY_PLUGINS := $(addprefix .bin/,protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2)
+GATEWAY_PLUGINS := $(addprefix .bin/,protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl)
 GATEWAY_SOURCES := $(shell find services/gateway -name '*.go' -o -name 'go.*' -o -name '*.json')
 GO_FOUND := $(shell scripts/install_go.sh --find 2>/dev/null)
 GO_DIR = $$($(CURDIR)/scripts/install_go.sh)

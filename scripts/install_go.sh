@@ -3,7 +3,7 @@
 # Uses `go` from PATH or /usr/local/go/bin; else downloads the official toolchain zip from the Go
 # module proxy (Debian's golang is too old) into .bin/go-toolchain/, once.
 # With --find, only looks (exit 1 when there is none); with --plugins, also installs the protoc
-# plugins that scripts/gen_gateway.sh runs into .bin/.
+# plugins that scripts/gen_gateway.sh runs, and grpcurl, into .bin/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 GO_VERSION=${GO_VERSION:-1.26.8}
@@ -65,5 +65,7 @@ if [[ ${1:-} == --plugins ]]; then
   "$godir/go" install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
   "$godir/go" install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@v2.34.0 \
     github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@v2.34.0
+  # grpcurl: the docs' gRPC examples, and the tests that run them.
+  "$godir/go" install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 fi
 echo "$godir"
