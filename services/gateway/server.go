@@ -60,8 +60,8 @@ var registrations = []func(context.Context, *runtime.ServeMux, *grpc.ClientConn)
 	llmopsv1.RegisterInferenceServiceHandler,
 }
 
-// newHandler is the gateway: the four services' routes, /healthz, /readyz and /openapi.json on
-// one mux, behind the request-id, access-log and body-limit middleware.
+// newHandler is the gateway: the four services' routes, /healthz, /readyz, /openapi.json and
+// the OpenAI-compatible API (/openai/v1) on one mux, behind the request-id, access-log and body-limit middleware.
 func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
@@ -105,6 +105,9 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 		if err := mux.HandlePath(http.MethodGet, path, handler); err != nil {
 			return nil, err
 		}
+	}
+	if err := registerOpenAI(mux, conn); err != nil {
+		return nil, err
 	}
 	return withRequestID(accessLog(logger, limitBody(cfg.MaxBodyBytes, mux))), nil
 }
@@ -157,8 +160,12 @@ func tooLarge(limit int64) error {
 }
 
 // routingErrorHandler answers a known path with a wrong method 405 (grpc-gateway's default says
-// 501, since it maps the status through UNIMPLEMENTED).
+// 501, since it maps the status through UNIMPLEMENTED); under /openai/v1 in OpenAI's error shape.
 func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if isOpenAIPath(r.URL.Path) {
+		openAIRoutingError(w, r, httpStatus)
+		return
+	}
 	if httpStatus == http.StatusMethodNotAllowed {
 		runtime.HTTPError(ctx, mux, m, w, r, &runtime.HTTPStatusError{
 			HTTPStatus: http.StatusMethodNotAllowed,
@@ -190,6 +197,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 // before anything is read.
 func limitBody(limit int64, mux *runtime.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit && isOpenAIPath(r.URL.Path) {
+			writeAPIError(w, bodyTooLarge(limit))
+			return
+		}
 		if r.ContentLength > limit {
 			runtime.HTTPError(r.Context(), mux, marshaler, w, r, tooLarge(limit))
 			return

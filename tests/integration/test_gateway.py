@@ -17,22 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from llmops_services.gateway import PROJECT_BINARY, GatewayError, GatewayProcess, find_binary
+from llmops_services.gateway import GatewayProcess
 from llmops_services.runtime.auth import create_key, revoke_key
 from tests.conftest import ServerThread, make_settings
 from tests.integration.helpers import db_of, make_base_model_dir
 from tests.tiny_models import TinyModels
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    """The gateway binary; a test run without it fails (it is part of `make test`)."""
-    try:
-        return find_binary(os.environ.get("LLMOPS_GATEWAY_BINARY", ""))
-    except GatewayError as error:
-        pytest.fail(f"{error} (`make gateway` builds {PROJECT_BINARY})")
 
 
 def start_gateway(binary: Path, backend: str) -> GatewayProcess:
