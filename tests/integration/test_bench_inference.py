@@ -25,5 +25,7 @@ def test_the_inference_benchmark_quick_run_prints_its_table() -> None:
     out = done.stdout
     assert "| variant | concurrency | tok/s | TTFT p50 ms | TTFT p99 ms |" in out
     assert "| gRPC, batching on, 4 adapters round-robin | 4 |" in out
-    assert "| batching-on server at concurrency 4 |" in out
+    assert "| gRPC, engine process, 4 adapters round-robin | 4 |" in out
+    assert "| batching-on server (thread) at concurrency 4 |" in out
+    assert "| engine-process server at concurrency 4 |" in out
     assert "- greedy answers identical: pass" in out
