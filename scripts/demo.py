@@ -7,7 +7,8 @@ it against a test server. In order:
 2. gated eval runs on `demo-eval`: the base model fails the gates, the SFT adapter passes them;
 3. promotion: `production` is refused to the base (FAILED_PRECONDITION, one GATE violation per
    failing gate) and given to the adapter, which is then served through that alias: held-out
-   prompts answered by the base and by `name@production` side by side; the adapter is then
+   prompts answered by the base and by `name@production` side by side (and, with `--rest-url`,
+   the same answers through the REST gateway and the OpenAI SDK); the adapter is then
    merged into its base (a merge job) and the merged model gives the adapter's answers;
 4. DPO from the SFT adapter on `demo-preference`, scored on the held-out pairs of
    `demo-preference-test` before (SFT adapter) and after (DPO adapter);
@@ -131,6 +132,8 @@ class Demo:
     """One run of the demo against one stack."""
 
     client: llmops.Client
+    rest_url: str
+    """The stack's REST gateway; empty: REST and the OpenAI SDK are not asked."""
     console: Console
     profile: Profile
     data_dir: Path
@@ -394,7 +397,7 @@ class Demo:
             )
         )
 
-    def answers(self, model: str) -> list[str]:
+    def responses(self, model: str) -> list[Any]:
         """The model's greedy answers to the held-out prompts, through the Inference service."""
         return [
             self.client.inference.generate(
@@ -403,9 +406,45 @@ class Demo:
                 text=text,
                 max_new_tokens=self.profile.max_new_tokens,
                 stop=["\n"],
-            ).text.strip()
+            )
             for template, text, _ in HELD_OUT
         ]
+
+    def answers(self, model: str) -> list[str]:
+        return [response.text.strip() for response in self.responses(model)]
+
+    def rest_answers(self, model: str, rendered: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The same answers through the REST gateway (`POST /v1/generate`, the body curl would
+        send) and through the unmodified OpenAI SDK (`/openai/v1/completions` on the rendered
+        prompts)."""
+        import urllib.request
+
+        import openai
+
+        tokens = self.profile.max_new_tokens
+        rest = []
+        for template, text, _ in HELD_OUT:
+            body = {
+                "model": model,
+                "template_id": template,
+                "text": text,
+                "sampling": {"max_new_tokens": tokens, "stop": ["\n"]},
+            }
+            request = urllib.request.Request(
+                f"{self.rest_url}/v1/generate",
+                data=json.dumps(body).encode(),
+                headers={"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                rest.append(json.load(response)["text"].strip())
+        sdk = openai.OpenAI(base_url=f"{self.rest_url}/openai/v1", api_key="demo", timeout=60)
+        completions = [
+            sdk.completions.create(
+                model=model, prompt=prompt, max_tokens=tokens, temperature=0, stop=["\n"]
+            )
+            for prompt in rendered
+        ]
+        return rest, [c.choices[0].text.strip() for c in completions]
 
     def serve(self, adapter: str) -> None:
         """Serves the promoted adapter through its alias, next to the base model."""
@@ -413,7 +452,8 @@ class Demo:
         name = self.client.models.get(adapter).name
         served = f"{name}@{PRODUCTION}"
         base_answers = self.answers(BASE)
-        alias_answers = self.answers(served)
+        alias_responses = self.responses(served)
+        alias_answers = [response.text.strip() for response in alias_responses]
         id_answers = self.answers(adapter)
         table = Table(title=f"held-out prompts: {BASE} vs {served}")
         for column in ("template", "reference", BASE, served):
@@ -437,10 +477,22 @@ class Demo:
             alias_answers != base_answers,
             f"exact answers: base {right[0]}/{len(HELD_OUT)}, adapter {right[1]}/{len(HELD_OUT)}",
         )
+        rest: dict[str, list[str]] = {}
+        if self.rest_url:
+            rendered = [response.rendered_prompt for response in alias_responses]
+            rest["rest_answers"], rest["openai_answers"] = self.rest_answers(served, rendered)
+            same = rest["rest_answers"] == rest["openai_answers"] == alias_answers
+            self.check(
+                "REST (curl's request) and the OpenAI SDK give the gRPC answers",
+                same,
+                f"{self.rest_url}/v1/generate and /openai/v1/completions: "
+                + ("the same answers" if same else "answers differ"),
+            )
         seconds = self.step(
             "serving",
             started,
             model=served,
+            **rest,
             prompts=[{"template": t, "text": x, "reference": r} for t, x, r in HELD_OUT],
             base_answers=base_answers,
             adapter_answers=alias_answers,
@@ -634,6 +686,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=ROOT / "artifacts" / "demo",
         help="the stack's data dir: tiny models, reports, summary.json (default artifacts/demo)",
     )
+    parser.add_argument(
+        "--rest-url", default="", help="the stack's REST gateway, to serve through it too"
+    )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument(
         "--threads",
@@ -655,7 +710,8 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     started = time.monotonic()
     error = ""
     with llmops.Client(args.address, timeout=60) as client:
-        demo = Demo(client, out, profile, data_dir, run_id, max(1, args.threads))
+        rest = args.rest_url.rstrip("/")
+        demo = Demo(client, rest, out, profile, data_dir, run_id, max(1, args.threads))
         out.rule(f"llmops demo against {client.address} ({profile.name} profile)")
         try:
             demo.run()

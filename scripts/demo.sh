@@ -27,10 +27,17 @@ for _ in $(seq 600); do
 done
 [ -s "$data/stack.json" ] || { echo "the stack did not start; see $data/server.log" >&2; exit 1; }
 address=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"])' "$data/stack.json")
-echo "stack up: gRPC $address, data $data, server log $data/server.log"
+# The REST gateway's address is added to stack.json once it is up (absent without Go).
+for _ in $(seq 100); do
+  rest=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("rest", ""))' "$data/stack.json")
+  [ -n "$rest" ] && break
+  grep -q "^REST     not started" "$data/up.out" && break
+  sleep 0.1
+done
+echo "stack up: gRPC $address, REST ${rest:-none}, data $data, server log $data/server.log"
 
 status=0
-python scripts/demo.py --address "$address" --data-dir "$data" "$@" || status=$?
+python scripts/demo.py --address "$address" --rest-url "$rest" --data-dir "$data" "$@" || status=$?
 
 kill -TERM $stack
 wait $stack

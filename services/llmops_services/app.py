@@ -63,6 +63,7 @@ class PlatformProcess:
         self.announcer: Announcer | None = None
         self.reconciler: Reconciler | None = None
         self.inference: InferenceService | None = None
+        self._stack: dict[str, str] = {}
 
     def _bindings(self, platform: Platform) -> list[ServiceBinding]:
         bindings = []
@@ -109,13 +110,19 @@ class PlatformProcess:
         gc.freeze()
         if self.reconciler is not None:
             self.reconciler.start()
-        stack = {
+        self._stack = {
             "grpc": addresses.grpc,
             "metrics": addresses.metrics,
             "redis": self.settings.redis_url,
         }
-        (self.settings.data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
+        self.advertise()
         return addresses
+
+    def advertise(self, **entries: str) -> None:
+        """Writes the stack's addresses, with `entries` added, to `<data_dir>/stack.json`, where
+        workers and tools find them (the REST gateway's is added once it has started)."""
+        self._stack.update(entries)
+        (self.settings.data_dir / "stack.json").write_text(json.dumps(self._stack, indent=2))
 
     async def stop(self) -> None:
         """Stops serving within the grace period and closes the database."""
@@ -198,6 +205,7 @@ async def serve(
                     binary, addresses.grpc, listen, settings.shutdown_grace_seconds
                 )
                 url = await asyncio.to_thread(rest.start)
+                process.advertise(rest=url)
                 print(f"REST     {url}  (gateway to {addresses.grpc})", flush=True)
         if addresses.metrics:
             print(f"metrics  {addresses.metrics}", flush=True)

@@ -21,10 +21,19 @@ import llmops
 from llmops.v1 import jobs_pb2, registry_service_pb2, training_service_pb2
 from scripts import demo
 from tests.conftest import ServerThread, make_settings
+from tests.integration.test_gateway import start_gateway
 from tests.integration.workers import Workers
 
 # Building the tiny models and training them take minutes, not seconds.
 pytestmark = pytest.mark.timeout(2400)
+
+
+@pytest.fixture(scope="module")
+def proof_rest(proof_stack: ServerThread, binary: Path) -> Iterator[str]:
+    """The REST gateway in front of the proof's server, as `llmops up` starts it."""
+    gateway = start_gateway(binary, proof_stack.address)
+    yield gateway.url
+    gateway.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +52,15 @@ def _metric(summary: dict[str, Any], run: str, key: str) -> float:
     return float(summary["eval_runs"][run]["metrics"][key])
 
 
-def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
+def test_the_demo_proves_the_core_loop(proof_stack: ServerThread, proof_rest: str) -> None:
     data_dir: Path = proof_stack.settings.data_dir
-    argv = ["--address", proof_stack.address, "--data-dir", str(data_dir), "--profile", "ci"]
+    argv = ["--address", proof_stack.address, "--rest-url", proof_rest]
+    argv += ["--data-dir", str(data_dir), "--profile", "ci"]
     code = demo.main(argv, console=Console(width=160))
     summary = json.loads((data_dir / "summary.json").read_text())
     unmet = [c for c in summary["checks"] if not c["passed"]]
     assert code == 0 and summary["proof_holds"], (summary["error"], unmet)
-    assert len(summary["checks"]) == 11 and not unmet
+    assert len(summary["checks"]) == 12 and not unmet
     runs, steps = summary["eval_runs"], summary["steps"]
 
     # the gates: the base fails every one, the SFT adapter (default hyperparameters) passes all
@@ -75,6 +85,8 @@ def test_the_demo_proves_the_core_loop(proof_stack: ServerThread) -> None:
     serving = steps["serving"]
     assert serving["model"].endswith("@production")
     assert serving["adapter_answers"] != serving["base_answers"]
+    # the same answers through REST (curl's request) and the OpenAI SDK, on the same adapter
+    assert serving["rest_answers"] == serving["openai_answers"] == serving["adapter_answers"]
     with llmops.Client(proof_stack.address, timeout=30) as client:
         prompt = serving["prompts"][0]
         again = client.inference.generate(
