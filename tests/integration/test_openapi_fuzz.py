@@ -1,0 +1,180 @@
+"""schemathesis against the gateway's own `/openapi.json`: every operation of the REST API gets
+generated requests (schema-valid and schema-violating ones) through the real gateway binary to a
+real server, and none may answer a 5xx or a body that is not JSON (NDJSON for streams).
+
+The document is loaded as served, with the two rules the gateway enforces but the generated
+Swagger does not state (see `tightened`), so that "schema-valid" requests are valid ones.
+The server has the tiny model registered as the default model (`llmops-tiny`), and the Generate
+operations get a third pass with a fixed prompt and generated `sampling`, so odd sampling values
+reach the engine (`max_new_tokens` is capped by the service: above `inference_max_new_tokens`
+is refused, below it the model's context bounds it). Training, merge and eval jobs created here
+are only queued: no worker runs. Generated ids never name a real job, so the `:watch` streams
+answer 404 at once.
+
+Requests are not shrunk (each operation's first failure is recorded with its curl command and
+the answer, and the run goes on), the examples are derandomized (the same requests every run),
+and no Hypothesis database is written. About 25 s on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+
+from llmops_services.gateway import GatewayProcess
+from tests.conftest import ServerThread, make_settings
+
+POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
+# Per operation: (generation mode, examples, keep only the generated sampling parameters).
+PASSES = [(POSITIVE, 10, False), (NEGATIVE, 5, False)]
+# Generated GenerateRequests almost never pass validation (a prompt, or a template with text, or
+# messages, but one of them): these passes send a fixed prompt with the generated `sampling`, so
+# odd sampling values reach the engine.
+SAMPLING_PASS = (POSITIVE, 10, True)
+GENERATION = {"POST /v1/generate", "POST /v1/generate:stream"}
+
+
+def with_generated_sampling(case: Any) -> None:
+    """Keeps the generated `sampling` of a Generate or StreamGenerate body, with a fixed prompt."""
+    stream = case.operation.label.endswith(":stream")
+    body = case.body.get("request") if stream else case.body
+    sampling = body.get("sampling") if isinstance(body, dict) else None
+    request = {"prompt": "The cat sat on the mat.", "sampling": sampling or {}}
+    case.body = {"request": request} if stream else request
+
+
+@pytest.fixture(scope="module")
+def gateway_url(
+    binary: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("openapi-fuzz") / "data"
+    settings_ = make_settings(data_dir, inference_threads=1, inference_device="cpu")
+    server = ServerThread(settings_).start()
+    gateway = GatewayProcess(binary, server.address, "127.0.0.1:0", grace=2)
+    try:
+        gateway.start(timeout=30)
+        model = {"name": "llmops-tiny", "kind": "MODEL_KIND_BASE", "uri": str(tiny_model)}
+        made = httpx.post(f"{gateway.url}/v1/models", json={"model": model}, timeout=60)
+        assert made.status_code == 200, made.text
+        yield gateway.url
+    finally:
+        gateway.stop()
+        server.stop()
+
+
+def tightened(node: Any) -> Any:
+    """The served document with two rules the gateway enforces but protoc-gen-openapiv2 does not
+    write down, so that schema-valid requests are valid: objects take no unknown properties (the
+    gateway's JSON decoder refuses them, `DiscardUnknown: false`), and int64 strings are
+    integers (protojson refuses `"seed": ""`). `protobufAny` keeps its open `@type` object."""
+    if isinstance(node, list):
+        return [tightened(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: tightened(value) for key, value in node.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if out.get("type") == "string" and out.get("format") in ("int64", "uint64"):
+        out["pattern"] = "^-?[0-9]{1,18}$" if out["format"] == "int64" else "^[0-9]{1,19}$"
+    return out
+
+
+def not_json(response: schemathesis.Response) -> str:
+    """Why the body is not JSON (a stream: one JSON value per \\n-separated line; U+2028 and
+    U+0085 may stand raw in JSON strings, so not `splitlines`), or '' when it is."""
+    content_types = response.headers.get("content-type", [])
+    if not content_types or not content_types[0].startswith("application/json"):
+        return f"content-type {content_types!r}"
+    lines = [line for line in response.content.decode().split("\n") if line.strip()]
+    if not lines:
+        return "empty body"
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError as error:
+            return f"not JSON ({error}): {line[:200]!r}"
+    return ""
+
+
+def test_no_operation_answers_a_server_error_or_a_body_that_is_not_json(gateway_url: str) -> None:
+    served = httpx.get(f"{gateway_url}/openapi.json", timeout=30)
+    assert served.status_code == 200
+    schema = schemathesis.openapi.from_dict(tightened(served.json()))
+    operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
+    assert len(operations) >= 40, [op.label for op in operations]
+    failures: dict[str, str] = {}
+    calls = 0
+    unnegatable: list[str] = []
+    answered: dict[str, set[int]] = {}
+    session = requests.Session()
+
+    def fuzz(
+        operation: Any, mode: schemathesis.GenerationMode, examples: int, sampling: bool
+    ) -> None:
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: Any) -> None:
+            nonlocal calls
+            if sampling:
+                with_generated_sampling(case)
+            response = case.call(base_url=gateway_url, session=session, timeout=60)
+            calls += 1
+            answered.setdefault(case.operation.label, set()).add(response.status_code)
+            problem = ""
+            try:
+                case.validate_response(response, checks=[not_a_server_error])
+            except Exception as error:  # schemathesis' check failures
+                problem = f"{type(error).__name__}: {error}"
+            problem = problem or not_json(response)
+            if problem and case.operation.label not in failures:
+                failures[case.operation.label] = (
+                    f"{problem}\n  request: {case.as_curl_command()}\n"
+                    f"  response: {response.status_code} {response.content[:500]!r}"
+                )
+
+        try:
+            run()
+        except Unsatisfiable:
+            # Nothing to make invalid (every input a free string): the positive pass covers it.
+            assert mode is NEGATIVE, operation.label
+            unnegatable.append(operation.label)
+
+    for operation in operations:
+        passes = PASSES + ([SAMPLING_PASS] if operation.label in GENERATION else [])
+        for mode, examples, sampling_only in passes:
+            fuzz(operation, mode, examples, sampling_only)
+
+    assert not failures, "\n\n".join(f"{label}: {text}" for label, text in failures.items())
+    # Only operations whose inputs are all free strings (ids in the path) have no invalid form.
+    assert len(unnegatable) < len(operations) // 2, unnegatable
+    assert calls >= len(operations) * 8
+    # Not only refusals: valid requests got through to the services (generation included).
+    succeeded = {label for label, codes in answered.items() if any(c < 300 for c in codes)}
+    assert len(succeeded) >= 10, answered
+    assert succeeded >= GENERATION, {label: answered[label] for label in GENERATION}
+    print({label: sorted(codes) for label, codes in answered.items()})
+
+
+def test_a_huge_max_new_tokens_is_refused_not_run(gateway_url: str) -> None:
+    body = {"prompt": "Hello", "sampling": {"max_new_tokens": 2**31 - 1}}
+    answer = httpx.post(f"{gateway_url}/v1/generate", json=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == 3
