@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -114,17 +115,23 @@ func translateFineTune(req *fineTuneRequest, idempotencyKey string) (*jobPlan, *
 	if req.ValidationFile != nil {
 		out.ValidationDataset = *req.ValidationFile
 	}
-	given, param := req.Hyperparameters, "hyperparameters"
+	// The legacy top-level hyperparameters and the method's are merged, the method's winning.
+	given, param := maps.Clone(req.Hyperparameters), "hyperparameters"
+	if given == nil {
+		given = map[string]json.RawMessage{}
+	}
 	if m := req.Method; m != nil {
 		switch m.Type {
 		case "supervised":
 			if m.Supervised != nil && m.Supervised.Hyperparameters != nil {
-				given, param = m.Supervised.Hyperparameters, "method.supervised.hyperparameters"
+				maps.Copy(given, m.Supervised.Hyperparameters)
+				param = "method.supervised.hyperparameters"
 			}
 		case "dpo":
 			out.Method = llmopsv1.TrainingMethod_TRAINING_METHOD_DPO
 			if m.DPO != nil && m.DPO.Hyperparameters != nil {
-				given, param = m.DPO.Hyperparameters, "method.dpo.hyperparameters"
+				maps.Copy(given, m.DPO.Hyperparameters)
+				param = "method.dpo.hyperparameters"
 			}
 		default:
 			return nil, invalidRequest("method.type", "method type %q is not supported: use \"supervised\" or \"dpo\"", m.Type)
@@ -151,10 +158,10 @@ func translateFineTune(req *fineTuneRequest, idempotencyKey string) (*jobPlan, *
 		if mapped, ok := hyperparameterNames[name]; ok {
 			target = mapped
 		}
-		if target == "learning_rate" && multiplier != nil {
-			return nil, invalidRequest(param+"."+name, "give learning_rate_multiplier or learning_rate, not both")
-		}
 		platform[target] = raw
+	}
+	if _, ok := platform["learning_rate"]; ok && multiplier != nil {
+		return nil, invalidRequest(param+".learning_rate", "give learning_rate_multiplier or learning_rate, not both")
 	}
 	if req.Seed != nil {
 		platform["seed"] = json.RawMessage(strconv.FormatInt(*req.Seed, 10))
