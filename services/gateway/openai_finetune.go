@@ -352,6 +352,13 @@ func jobOf(job *llmopsv1.TrainingJob, baseRate float64) fineTuningJob {
 	} else {
 		out.Method = jobMethod{Type: "supervised", Supervised: map[string]any{"hyperparameters": out.Hyperparameters}}
 	}
+	for _, name := range []string{"num_tokens", "num_input_tokens_seen"} { // TRL's count, then the Trainer's
+		if tokens, ok := job.GetMetrics()[name]; ok {
+			trained := int64(tokens)
+			out.TrainedTokens = &trained
+			break
+		}
+	}
 	if p := job.GetProgress(); p != nil {
 		out.Progress = &jobProgressJSON{Step: p.GetStep(), TotalSteps: p.GetTotalSteps()}
 	}
@@ -581,7 +588,7 @@ func (s *openAIServer) jobCall(method string, call func(context.Context, string)
 		}
 		job, err := call(ctx, path["id"])
 		if err != nil {
-			writeAPIError(w, fromStatus(err, func(string) string { return "fine_tuning_job_id" }))
+			writeAPIError(w, fromStatus(err, jobIDParam))
 			return
 		}
 		writeJSONValue(w, s.render(ctx, job))
@@ -639,7 +646,7 @@ func (s *openAIServer) listEvents(w http.ResponseWriter, r *http.Request, path m
 	for {
 		resp, err := s.training.ListTrainingJobEvents(ctx, &llmopsv1.ListTrainingJobEventsRequest{Id: id, PageSize: jobsPageSize, PageToken: token})
 		if err != nil {
-			writeAPIError(w, fromStatus(err, func(string) string { return "fine_tuning_job_id" }))
+			writeAPIError(w, fromStatus(err, jobIDParam))
 			return
 		}
 		for _, ev := range resp.GetEvents() {
@@ -670,7 +677,7 @@ func (s *openAIServer) listCheckpoints(w http.ResponseWriter, r *http.Request, p
 	id := path["id"]
 	resp, err := s.training.ListTrainingJobCheckpoints(ctx, &llmopsv1.ListTrainingJobCheckpointsRequest{Id: id})
 	if err != nil {
-		writeAPIError(w, fromStatus(err, func(string) string { return "fine_tuning_job_id" }))
+		writeAPIError(w, fromStatus(err, jobIDParam))
 		return
 	}
 	checkpoints := make([]checkpointObject, len(resp.GetCheckpoints()))
@@ -696,4 +703,12 @@ func (s *openAIServer) pauseJob(ctx context.Context, id string) (*llmopsv1.Train
 
 func (s *openAIServer) resumeJob(ctx context.Context, id string) (*llmopsv1.TrainingJob, error) {
 	return s.training.ResumeTrainingJob(ctx, &llmopsv1.ResumeTrainingJobRequest{Id: id})
+}
+
+// jobIDParam names the job id for a refusal about a field of a call that takes only the id.
+func jobIDParam(field string) string {
+	if field == "" {
+		return ""
+	}
+	return "fine_tuning_job_id"
 }

@@ -163,6 +163,12 @@ func TestJobRendersAsFineTuningJob(t *testing.T) {
 		t.Errorf("method %v", method)
 	}
 
+	counted := sampleJob()
+	counted.Metrics = map[string]float64{"num_input_tokens_seen": 310, "num_tokens": 300}
+	if r := jobOf(counted, 3e-3); r.TrainedTokens == nil || *r.TrainedTokens != 300 {
+		t.Errorf("trained_tokens %v", r.TrainedTokens)
+	}
+
 	running := sampleJob()
 	running.State = llmopsv1.JobState_JOB_STATE_RUNNING
 	running.EndTime = nil

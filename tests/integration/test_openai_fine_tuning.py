@@ -173,6 +173,7 @@ def test_a_chat_file_fine_tunes_a_model_that_answers_at_once(
     assert job.status == "succeeded", job.error
     assert job.finished_at is not None and job.finished_at >= job.created_at
     assert job.fine_tuned_model is not None
+    assert job.trained_tokens is not None and job.trained_tokens > 0
     answer = client.chat.completions.create(
         model=job.fine_tuned_model,
         messages=[{"role": "user", "content": "Extract: Ada Lovelace lives in London."}],
