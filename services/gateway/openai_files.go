@@ -219,10 +219,15 @@ func filePart(r *http.Request) (*multipart.Part, *apiError) {
 // about uploadChunkBytes, converting OpenAI preference rows on the way.
 func (s *openAIServer) uploadLines(r *http.Request, body io.Reader, filename string) (*llmopsv1.Dataset, *apiError) {
 	lines := bufio.NewReaderSize(body, 64<<10)
-	var first []byte
+	// Blank lines before the first row are sent as they are, so that the Registry's line
+	// numbers are the file's.
+	var first, blank []byte
+	number := 0
 	for len(bytes.TrimSpace(first)) == 0 {
+		blank = append(blank, first...)
 		line, err := lines.ReadBytes('\n')
 		first = line
+		number++
 		if err != nil {
 			if errors.Is(err, io.EOF) && len(bytes.TrimSpace(line)) > 0 {
 				break
@@ -253,7 +258,7 @@ func (s *openAIServer) uploadLines(r *http.Request, body io.Reader, filename str
 	if e := send(&llmopsv1.UploadDatasetRequest{Payload: &llmopsv1.UploadDatasetRequest_Metadata{Metadata: metadata}}); e != nil {
 		return nil, e
 	}
-	var chunk []byte
+	chunk := blank
 	flush := func() *apiError {
 		if len(chunk) == 0 {
 			return nil
@@ -262,7 +267,7 @@ func (s *openAIServer) uploadLines(r *http.Request, body io.Reader, filename str
 		chunk = nil
 		return e
 	}
-	line, number := first, 1
+	line := first
 	for {
 		if format == formatOpenAIPreference && len(bytes.TrimSpace(line)) > 0 {
 			converted, err := convertPreference(line, number)

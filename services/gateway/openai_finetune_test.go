@@ -418,6 +418,16 @@ func TestFilesRoutes(t *testing.T) {
 		t.Errorf("converted %q as %v", b.datasets.uploaded["ds-2"], b.datasets.kinds["ds-2"])
 	}
 
+	spaced := "\n \n" + chat
+	if code, file := uploadFile(t, b.url, "fine-tune", spaced); code != http.StatusOK || string(b.datasets.uploaded[file["id"].(string)]) != spaced {
+		t.Errorf("blank lines first: %d %v", code, file)
+	}
+	badDPO := "\n" + strings.Replace(dpo, `"role": "user"`, `"role": "system"`, 1)
+	if code, refused := uploadFile(t, b.url, "fine-tune", badDPO); code != http.StatusBadRequest ||
+		!strings.HasPrefix(refused["error"].(map[string]any)["message"].(string), "line 2, input.messages") {
+		t.Errorf("%d %v", code, refused)
+	}
+
 	code, refused := uploadFile(t, b.url, "fine-tune", `{"text": "a"}`+"\n"+`{"text": "b"}`+"\n")
 	e := refused["error"].(map[string]any)
 	if code != http.StatusBadRequest || e["param"] != "file" || !strings.Contains(e["message"].(string), "lines[1]: an sft row needs") ||
