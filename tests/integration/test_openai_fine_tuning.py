@@ -240,12 +240,21 @@ def test_preference_rows_become_a_preference_dataset(stack: Stack, client: opena
     job = client.fine_tuning.jobs.create(
         model="llmops-tiny",
         training_file=file.id,
-        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}},
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "batch_size": 3}}},
+        extra_body={"hyperparameters": {**FAST, "max_steps": 2}},
     )
     assert job.method is not None and job.method.type == "dpo"
     assert job.hyperparameters.model_extra is not None
     assert job.hyperparameters.model_extra["beta"] == 0.2
-    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    done = wait_for(client, job.id, TERMINAL, 300)
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model is not None
+    answer = client.chat.completions.create(
+        model=done.fine_tuned_model,
+        messages=[{"role": "user", "content": "Say hello 1"}],
+        max_tokens=4,
+    )
+    assert answer.choices[0].message.content is not None
 
 
 def test_refusals_raise_the_sdks_own_exceptions(client: openai.OpenAI) -> None:
