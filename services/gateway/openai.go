@@ -47,6 +47,9 @@ type openAIServer struct {
 	registry  llmopsv1.RegistryServiceClient
 	training  llmopsv1.TrainingServiceClient
 	now       func() time.Time
+	// baseSizes caches base models' weight sizes by id (a model's weights never change), which
+	// pick the default learning rate that learning_rate_multiplier scales.
+	baseSizes sync.Map
 }
 
 // registerOpenAI adds the /openai/v1 routes to the mux.

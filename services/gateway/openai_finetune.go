@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -512,20 +511,17 @@ func listOf[T any](items []T, more bool, id func(T) string) listObject {
 
 // --- the handlers ---------------------------------------------------------------------------------
 
-// rates caches base models' default learning rates by model id (a model's weights never change).
-var rates sync.Map
-
-// baseRate is the default learning rate of `method` for the base model `ref` (0 when the model
-// cannot be read), with the model's name.
+// baseModel is the default learning rate of `method` for the base model `ref` (0 when the model
+// cannot be read), with the model's name when it was read now ("" when cached).
 func (s *openAIServer) baseModel(ctx context.Context, ref string, method llmopsv1.TrainingMethod) (float64, string, error) {
-	if size, ok := rates.Load(ref); ok {
+	if size, ok := s.baseSizes.Load(ref); ok {
 		return defaultLearningRate(method, size.(int64)), "", nil
 	}
 	m, err := s.registry.GetModel(ctx, &llmopsv1.GetModelRequest{Model: ref})
 	if err != nil {
 		return 0, "", err
 	}
-	rates.Store(m.GetId(), m.GetSizeBytes())
+	s.baseSizes.Store(m.GetId(), m.GetSizeBytes())
 	return defaultLearningRate(method, m.GetSizeBytes()), m.GetName(), nil
 }
 
