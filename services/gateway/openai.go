@@ -1,6 +1,6 @@
 package main
 
-// The OpenAI-compatible inference API under /openai/v1, on the gateway's mux (so request ids,
+// The OpenAI-compatible API under /openai/v1, on the gateway's mux (so request ids,
 // body limits and access logs apply): chat and text completions (unary and server-sent events)
 // through the Inference service, and the model list through the Registry, on the gateway's one
 // backend connection. Authorization, X-Request-Id and traceparent reach the services as gRPC
@@ -45,7 +45,11 @@ type openAIServer struct {
 	mux       *runtime.ServeMux
 	inference llmopsv1.InferenceServiceClient
 	registry  llmopsv1.RegistryServiceClient
+	training  llmopsv1.TrainingServiceClient
 	now       func() time.Time
+	// baseSizes caches base models' weight sizes by id (a model's weights never change), which
+	// pick the default learning rate that learning_rate_multiplier scales.
+	baseSizes sync.Map
 }
 
 // registerOpenAI adds the /openai/v1 routes to the mux.
@@ -54,6 +58,7 @@ func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 		mux:       mux,
 		inference: llmopsv1.NewInferenceServiceClient(conn),
 		registry:  llmopsv1.NewRegistryServiceClient(conn),
+		training:  llmopsv1.NewTrainingServiceClient(conn),
 		now:       time.Now,
 	}
 	routes := []struct {
@@ -64,6 +69,17 @@ func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 		{http.MethodPost, "/completions", s.completions},
 		{http.MethodGet, "/models", s.listModels},
 		{http.MethodGet, "/models/{id}", s.getModel},
+		{http.MethodPost, "/files", s.createFile},
+		{http.MethodGet, "/files", s.listFiles},
+		{http.MethodGet, "/files/{id}", s.getFile},
+		{http.MethodPost, "/fine_tuning/jobs", s.createJob},
+		{http.MethodGet, "/fine_tuning/jobs", s.listJobs},
+		{http.MethodGet, "/fine_tuning/jobs/{id}", s.jobCall(methodGetJob, s.getJob)},
+		{http.MethodPost, "/fine_tuning/jobs/{id}/cancel", s.jobCall(methodCancelJob, s.cancelJob)},
+		{http.MethodPost, "/fine_tuning/jobs/{id}/pause", s.jobCall(methodPauseJob, s.pauseJob)},
+		{http.MethodPost, "/fine_tuning/jobs/{id}/resume", s.jobCall(methodResumeJob, s.resumeJob)},
+		{http.MethodGet, "/fine_tuning/jobs/{id}/events", s.listEvents},
+		{http.MethodGet, "/fine_tuning/jobs/{id}/checkpoints", s.listCheckpoints},
 	}
 	for _, route := range routes {
 		if err := mux.HandlePath(route.method, openAIPrefix+route.path, route.handler); err != nil {
