@@ -9,7 +9,9 @@ every call, the vLLM engine calls it from the event loop only.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from llmops_services.errors import ResourceExhausted
@@ -95,3 +97,21 @@ class AdapterCache:
 
     def _gauge(self) -> None:
         metrics.LOADED_ADAPTERS.labels(self.base_id).set(len(self._entries))
+
+
+async def pin_through_cancel(attach: Awaitable[str], release: Callable[[str], None]) -> str:
+    """Awaits an attach that pins its adapter, without interrupting it: a caller cancelled
+    meanwhile (its deadline passed, its client left) leaves the attach to finish, and the pin
+    it took is released then, so that a cancelled call never leaves an adapter pinned."""
+    task = asyncio.ensure_future(attach)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(
+            lambda done: (
+                release(done.result())
+                if not done.cancelled() and done.exception() is None
+                else None
+            )
+        )
+        raise

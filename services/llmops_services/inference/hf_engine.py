@@ -42,7 +42,7 @@ from llmops_services.errors import (
     Unavailable,
 )
 from llmops_services.inference import metrics
-from llmops_services.inference.adapter_cache import AdapterCache
+from llmops_services.inference.adapter_cache import AdapterCache, pin_through_cancel
 from llmops_services.inference.decode_loops import (
     AttachError,
     FailureKind,
@@ -308,19 +308,7 @@ class HFEngine:
         return (await self._base(files)).tokenizer
 
     async def _acquire(self, base: LoadedBase, files: ModelFiles) -> str:
-        attach = asyncio.ensure_future(asyncio.to_thread(base.acquire, files))
-        try:
-            return await asyncio.shield(attach)
-        except asyncio.CancelledError:
-            # The thread attaches and pins it anyway: unpin it when it is done.
-            attach.add_done_callback(
-                lambda done: (
-                    base.release(done.result())
-                    if not done.cancelled() and done.exception() is None
-                    else None
-                )
-            )
-            raise
+        return await pin_through_cancel(asyncio.to_thread(base.acquire, files), base.release)
 
     async def generate(
         self, files: ModelFiles, prompt_ids: Sequence[int], sampling: Sampling

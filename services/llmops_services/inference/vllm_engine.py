@@ -45,7 +45,7 @@ from llmops_services.errors import (
     ServiceError,
     Unavailable,
 )
-from llmops_services.inference.adapter_cache import AdapterCache
+from llmops_services.inference.adapter_cache import AdapterCache, pin_through_cancel
 from llmops_services.inference.engine import (
     BaseState,
     FinishReason,
@@ -158,19 +158,7 @@ class _Server:
         if name in self.cache:
             self.cache.pin_if_attached(name)
             return name
-        load = asyncio.ensure_future(self._load_pinned(files))
-        try:
-            return await asyncio.shield(load)
-        except asyncio.CancelledError:
-            # The load goes on and pins the adapter: unpin it when it is done.
-            load.add_done_callback(
-                lambda done: (
-                    self.release(done.result())
-                    if not done.cancelled() and done.exception() is None
-                    else None
-                )
-            )
-            raise
+        return await pin_through_cancel(self._load_pinned(files), self.release)
 
     async def _load_pinned(self, files: ModelFiles) -> str:
         assert files.adapter_id is not None and files.adapter_dir is not None
