@@ -19,3 +19,5 @@ cd "$root"
 rm -rf "$out/services/gateway/gen/llmops" "$out/docs/openapi/llmops.swagger.json" \
   "$out/services/gateway/openapi/llmops.swagger.json"
 buf generate -o "$out"
+python3 "$root/scripts/tighten_openapi.py" "$out/docs/openapi/llmops.swagger.json" \
+  "$out/services/gateway/openapi/llmops.swagger.json"
