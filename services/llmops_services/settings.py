@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     gateway_binary: str = Field(
         "", description="The llmops-gateway binary; empty looks in the project's .bin/, then PATH."
     )
+    server_tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain the gRPC server presents; with server_tls_key_file, "
+        "the server speaks TLS only (unset: plaintext, meant for localhost).",
+    )
+    server_tls_key_file: Path | None = Field(
+        None, description="PEM private key of server_tls_cert_file."
+    )
+    server_tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, every client (SDK, CLI, gateway, workers) must "
+        "present a certificate it signed (mutual TLS).",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
     )
@@ -179,6 +192,19 @@ class Settings(BaseSettings):
         description="How long the vLLM engine waits for the server to connect, answer a model "
         "list or load an adapter (generation itself runs as long as its call may).",
     )
+
+    @model_validator(mode="after")
+    def _server_tls_complete(self) -> Settings:
+        if (self.server_tls_cert_file is None) != (self.server_tls_key_file is None):
+            raise ValueError(
+                "LLMOPS_SERVER_TLS_CERT_FILE and LLMOPS_SERVER_TLS_KEY_FILE go together: set both"
+            )
+        if self.server_tls_client_ca_file is not None and self.server_tls_cert_file is None:
+            raise ValueError(
+                "LLMOPS_SERVER_TLS_CLIENT_CA_FILE (mutual TLS) needs the server's own certificate: "
+                "set LLMOPS_SERVER_TLS_CERT_FILE and LLMOPS_SERVER_TLS_KEY_FILE"
+            )
+        return self
 
     @model_validator(mode="after")
     def _vllm_url_when_vllm(self) -> Settings:

@@ -6,6 +6,7 @@ the environment it needs); and the REST gateway binary of the gateway tests."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from llmops_services.gateway import PROJECT_BINARY, GatewayError, find_binary
 from llmops_workers.tiny import build_tiny_model
 from tests.conftest import ServerThread, make_settings
 from tests.integration.workers import Workers
+from tests.tiny_models import TinyModels
+
+PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +57,21 @@ def workers(stack: ServerThread) -> Iterator[Workers]:
     pool = Workers(stack)
     yield pool
     pool.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on the tiny base with random (not zero) B matrices, so that it changes
+    the base's answers and a merge that dropped it would show."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("merge-adapter") / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_models.base))
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
+        get_peft_model(base, config).save_pretrained(str(path))
+    return path

@@ -5,7 +5,6 @@ before anything is queued; the job is visible through Get, List, Watch and Wait.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,31 +18,12 @@ from tests.integration.test_cli_commands import cli
 from tests.integration.workers import Workers
 from tests.tiny_models import TinyModels
 
-PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
 PROMPTS = [
     "Extract the person's full name.\nText: Ada Lovelace lives in London.\nName:",
     "Classify the topic.\nText: The match ended in a draw.\nTopic:",
     "Summarize: the tiny model reads a short text about a river and a town.",
 ]
 TOKENS = 12
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on the tiny base with random (not zero) B matrices, so that it changes
-    the base's answers and a merge that dropped it would show."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    path = tmp_path_factory.mktemp("merge-adapter") / "adapter"
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_models.base))
-    torch.manual_seed(3)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", PEFT_NOTICE, FutureWarning)
-        get_peft_model(base, config).save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture

@@ -117,14 +117,23 @@ class ConnectionConfig:
         """Arguments win; anything left out comes from `settings` (by default, the env)."""
         env = settings if settings is not None else ClientSettings.from_env()
         if root_certificates is None and env.tls_ca_file and tls is not False:
-            with open(env.tls_ca_file, "rb") as f:
-                root_certificates = f.read()
+            root_certificates = _read_file("LLMOPS_TLS_CA_FILE", env.tls_ca_file)
         use_tls = tls if tls is not None else (env.tls or root_certificates is not None)
-        credentials = grpc.ssl_channel_credentials(root_certificates) if use_tls else None
+        credentials = None
+        tls_options: list[tuple[str, Any]] = []
+        if use_tls:
+            key = chain = None
+            if env.tls_cert_file and env.tls_key_file:
+                chain = _read_file("LLMOPS_TLS_CERT_FILE", env.tls_cert_file)
+                key = _read_file("LLMOPS_TLS_KEY_FILE", env.tls_key_file)
+            credentials = grpc.ssl_channel_credentials(root_certificates, key, chain)
+            if env.tls_server_name:
+                tls_options.append(("grpc.ssl_target_name_override", env.tls_server_name))
         deadline = timeout if timeout is not None else env.timeout
         if not deadline > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {deadline!r}")
         merged = dict(channel_options(user_agent))
+        merged.update(dict(tls_options))
         merged.update(dict(options or ()))
         return cls(
             address=address or env.address,
@@ -133,6 +142,15 @@ class ConnectionConfig:
             timeout=deadline,
             options=list(merged.items()),
         )
+
+
+def _read_file(setting: str, path: str) -> bytes:
+    """A PEM file named by a setting; an unreadable one is an error that names the setting."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise ValueError(f"{setting}={path}: {error.strerror or error}") from None
 
 
 def _find_propagator() -> Callable[[dict[str, str]], None] | None:

@@ -49,6 +49,14 @@ class ClientSettings:
     """Use TLS (`LLMOPS_TLS`); implied by `tls_ca_file`."""
     tls_ca_file: str | None = None
     """PEM file of the CA that signed the server's certificate (`LLMOPS_TLS_CA_FILE`)."""
+    tls_cert_file: str | None = None
+    """PEM certificate chain this client presents, for servers that require mutual TLS
+    (`LLMOPS_TLS_CERT_FILE`, with `LLMOPS_TLS_KEY_FILE`); implies TLS."""
+    tls_key_file: str | None = None
+    """PEM private key of `tls_cert_file` (`LLMOPS_TLS_KEY_FILE`)."""
+    tls_server_name: str | None = None
+    """Name to check the server's certificate against instead of the address's host
+    (`LLMOPS_TLS_SERVER_NAME`)."""
     timeout: float = DEFAULT_TIMEOUT
     """Default deadline of every call, in seconds (`LLMOPS_TIMEOUT`)."""
 
@@ -57,14 +65,21 @@ class ClientSettings:
         """Reads the settings; raises ValueError naming the variable when one is malformed."""
         env = os.environ if environ is None else environ
         ca_file = env.get("LLMOPS_TLS_CA_FILE", "").strip() or None
+        cert_file = env.get("LLMOPS_TLS_CERT_FILE", "").strip() or None
+        key_file = env.get("LLMOPS_TLS_KEY_FILE", "").strip() or None
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("LLMOPS_TLS_CERT_FILE and LLMOPS_TLS_KEY_FILE go together: set both")
         tls_raw = env.get("LLMOPS_TLS")
         tls = _parse_bool("LLMOPS_TLS", tls_raw) if tls_raw is not None else False
         timeout_raw = env.get("LLMOPS_TIMEOUT", "").strip()
         return cls(
             address=env.get("LLMOPS_ADDRESS", "").strip() or DEFAULT_ADDRESS,
             api_key=env.get("LLMOPS_API_KEY", "").strip() or None,
-            tls=tls or ca_file is not None,
+            tls=tls or ca_file is not None or cert_file is not None,
             tls_ca_file=ca_file,
+            tls_cert_file=cert_file,
+            tls_key_file=key_file,
+            tls_server_name=env.get("LLMOPS_TLS_SERVER_NAME", "").strip() or None,
             timeout=_parse_timeout("LLMOPS_TIMEOUT", timeout_raw)
             if timeout_raw
             else DEFAULT_TIMEOUT,

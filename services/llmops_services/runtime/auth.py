@@ -128,6 +128,11 @@ class ApiKeyCache:
         """Whether the keys must be read again before the next check."""
         return time.monotonic() - self._loaded_at >= self._ttl
 
+    @property
+    def enabled(self) -> bool:
+        """Whether auth is on: an unrevoked key existed when the keys were last read."""
+        return bool(self._keys)
+
     async def refresh(self) -> None:
         """Reads the active keys from the database."""
         now = time.monotonic()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +34,63 @@ class ServiceBinding:
     add_to_server: Callable[[grpc.aio.Server], None]
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files (mutual TLS with a client CA), or None for
+    plaintext. A file that cannot be read fails the start, naming its setting."""
+    if settings.server_tls_cert_file is None or settings.server_tls_key_file is None:
+        return None
+    cert = _read_pem("LLMOPS_SERVER_TLS_CERT_FILE", settings.server_tls_cert_file)
+    key = _read_pem("LLMOPS_SERVER_TLS_KEY_FILE", settings.server_tls_key_file)
+    client_ca = None
+    if settings.server_tls_client_ca_file is not None:
+        client_ca = _read_pem(
+            "LLMOPS_SERVER_TLS_CLIENT_CA_FILE", settings.server_tls_client_ca_file
+        )
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _read_pem(setting: str, path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise OSError(f"{setting}={path}: {error.strerror or error}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{setting}={path}: not a PEM file")
+    return data
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` exposes the port to this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(host: str, *, tls: bool, auth: bool) -> list[str]:
+    """What to warn about when a port bound to `host` is reachable from other machines: calls
+    in plaintext, or calls nobody has to authenticate (the embedded defaults, made for
+    localhost)."""
+    if is_loopback(host):
+        return []
+    warnings = []
+    if not tls:
+        warnings.append(
+            f"gRPC bound to {host} without TLS: calls and API keys cross the network in "
+            "plaintext (set LLMOPS_SERVER_TLS_CERT_FILE and LLMOPS_SERVER_TLS_KEY_FILE)"
+        )
+    if not auth:
+        warnings.append(
+            f"gRPC bound to {host} with no API key: every caller is admin "
+            "(make one with `llmops keys create --role admin`)"
+        )
+    return warnings
+
+
 class GrpcServer:
     """A grpc.aio server with health, reflection and the call interceptor around `services`."""
 
@@ -40,6 +99,7 @@ class GrpcServer:
     ) -> None:
         self.settings = settings
         self.services = list(services)
+        self.keys = keys
         interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if settings.otlp_endpoint:
             # Spans cost a fifth of a cheap call's CPU, so they are made only when exported;
@@ -73,9 +133,21 @@ class GrpcServer:
     async def start(self) -> int:
         """Binds, starts and marks every service SERVING; returns the bound port."""
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"could not bind gRPC to {address}")
+        if self.keys is not None:
+            await self.keys.refresh()
+        for warning in exposure_warnings(
+            self.settings.grpc_host,
+            tls=credentials is not None,
+            auth=bool(self.keys and self.keys.enabled),
+        ):
+            log.warning(warning, extra={"address": address})
         await self.server.start()
         for name in ["", *(s.full_name for s in self.services)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
