@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         description="API key workers call the Registry with; empty: a worker makes its own "
         "writer key while auth is on, and revokes it when it stops.",
     )
+    worker_stop_grace_seconds: int = Field(
+        60,
+        ge=0,
+        description="How long a worker told to stop (SIGTERM) waits for its job to hand back: a "
+        "training job saves a checkpoint and is queued again for another worker, without using "
+        "a retry. Past it the job's process is killed and the job is retried once its lease "
+        "runs out; 0 kills at once.",
+    )
     worker_metrics_port: int = Field(
         0, ge=-1, le=65535, description="A worker's Prometheus port; 0 free (advertised), -1 off."
     )

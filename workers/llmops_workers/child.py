@@ -21,7 +21,10 @@ from llmops_workers.evaluation.spec import EvalResult, EvalSpec
 from llmops_workers.merge_job import MergeResult, MergeSpec
 from llmops_workers.messages import Checkpoint, Error, Metrics, Result, Started
 
-STOP_NONE, STOP_CANCEL, STOP_PAUSE = 0, 1, 2
+STOP_NONE, STOP_CANCEL, STOP_PAUSE, STOP_HANDBACK = 0, 1, 2, 3
+"""What the worker asks of the child: nothing, cancel, pause (checkpoint and stop), or hand
+back (the worker is stopping: training checkpoints and stops as for a pause, eval and merge
+stop at once and start over elsewhere)."""
 _HINT = "install it on the workers (4-bit QLoRA needs: pip install 'bitsandbytes>=0.48')"
 _PR_SET_PDEATHSIG = 1
 
@@ -53,7 +56,9 @@ class QueueEvents:
 
     def should_stop(self) -> Literal["", "cancel", "pause"]:
         value = self._control.value
-        return "cancel" if value == STOP_CANCEL else "pause" if value == STOP_PAUSE else ""
+        if value == STOP_CANCEL:
+            return "cancel"
+        return "pause" if value in (STOP_PAUSE, STOP_HANDBACK) else ""
 
 
 class QueueEvalEvents:
@@ -71,7 +76,7 @@ class QueueEvalEvents:
         self._queue.put(Metrics(done, total, dict(metrics)))
 
     def should_stop(self) -> bool:
-        return bool(self._control.value == STOP_CANCEL)
+        return self._control.value in (STOP_CANCEL, STOP_HANDBACK)
 
 
 def _run(

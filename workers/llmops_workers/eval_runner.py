@@ -15,7 +15,7 @@ from llmops_services.db.tables import JobRow
 from llmops_services.jobs import leases, states
 from llmops_workers import telemetry
 from llmops_workers.evaluation.spec import EvalResult, EvalSpec
-from llmops_workers.messages import Error, LeaseLost, Result
+from llmops_workers.messages import Error, HandedBack, LeaseLost, Result
 from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import INPUT_ERRORS, Attempt, end_with_error, observe_end, supervise
 
@@ -94,6 +94,6 @@ async def eval_attempt(
     )
     with telemetry.phase("evaluate"):
         outcome = await supervise(platform, this, spec, exiting)
-    if isinstance(outcome, LeaseLost):
-        return "fenced"
+    if isinstance(outcome, LeaseLost | HandedBack):
+        return outcome.ended
     return finish_eval(platform, this, outcome, output)

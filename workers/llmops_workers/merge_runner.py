@@ -21,7 +21,7 @@ from llmops_services.db.tables import JobRow
 from llmops_services.jobs import leases, states
 from llmops_workers import telemetry
 from llmops_workers.merge_job import MergeResult, MergeSpec
-from llmops_workers.messages import Error, LeaseLost, Result
+from llmops_workers.messages import Error, HandedBack, LeaseLost, Result
 from llmops_workers.registry_link import RegistryLink
 from llmops_workers.runner import INPUT_ERRORS, Attempt, end_with_error, observe_end, supervise
 
@@ -97,8 +97,8 @@ async def merge_attempt(
     spec = MergeSpec(inputs.base_dir, inputs.adapter_dir, target, threads)
     with telemetry.phase("merge"):
         outcome = await supervise(platform, this, spec, exiting)
-    if isinstance(outcome, LeaseLost):
-        return "fenced"
+    if isinstance(outcome, LeaseLost | HandedBack):
+        return outcome.ended
     if isinstance(outcome, Error) or not isinstance(outcome.result, MergeResult):
         return finish_merge(platform, this, outcome)
     result = outcome.result

@@ -5,7 +5,7 @@ queue, pickled, between two processes of the same code)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from llmops_workers.engines.spec import TrainingResult
@@ -61,10 +61,20 @@ class Error:
 class LeaseLost:
     """The attempt lost its lease: a newer attempt owns the job, this one writes nothing more."""
 
+    ended: ClassVar[str] = "fenced"
+
+
+@dataclass(frozen=True)
+class HandedBack:
+    """The worker is stopping (SIGTERM): the child stopped, a training job at a checkpoint it
+    saved for this, and the job was queued again for another worker without using a retry."""
+
+    ended: ClassVar[str] = "retry"
+
 
 ChildMessage = Started | Metrics | Checkpoint | Result | Error
 """What the child sends, in this order: Started, then Metrics and Checkpoints, then one Result or
 Error."""
 
-Outcome = Result | Error | LeaseLost
+Outcome = Result | Error | LeaseLost | HandedBack
 """How the supervision of the child ended."""

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue as queue_module
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from llmops_services.jobs.events import Event, append_event
 from llmops_services.jobs.store import checkpoints_of, record_checkpoint
 from llmops_services.runtime.context import job_id_var
 from llmops_workers import telemetry
-from llmops_workers.child import STOP_CANCEL, STOP_NONE, STOP_PAUSE, child_main
+from llmops_workers.child import STOP_CANCEL, STOP_HANDBACK, STOP_NONE, STOP_PAUSE, child_main
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalSpec
 from llmops_workers.merge_job import MergeSpec
@@ -41,6 +42,7 @@ from llmops_workers.messages import (
     ChildMessage,
     Error,
     ErrorCause,
+    HandedBack,
     LeaseLost,
     Metrics,
     Outcome,
@@ -189,6 +191,33 @@ def job_process_context() -> multiprocessing.context.ForkServerContext:
     return context
 
 
+_stopping = threading.Event()
+
+
+def stop_taking_jobs() -> None:
+    """Called on SIGTERM: the running attempt hands its job back (`HandedBack`) rather than
+    being cut off when the worker exits."""
+    _stopping.set()
+
+
+def hand_back(platform: Platform, attempt: Attempt, steps: int) -> bool:
+    """Queues the job again for another worker after its child stopped for the worker's
+    shutdown; a hand-back uses none of the job's retries. False when the attempt was fenced."""
+
+    def work(session: Session) -> bool:
+        job = leases.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
+        if job is None:
+            return False
+        job.step = max(job.step, steps)
+        job.resumes += 1
+        at = f" at step {steps}" if steps else ""
+        leases.requeue(session, job, f"worker {attempt.owner} stopping: handed back{at}")
+        return True
+
+    handed: bool = platform.db.run_sync(work)
+    return handed
+
+
 def _reap(child: Any) -> None:
     child.join(30)
     if child.is_alive():
@@ -202,7 +231,8 @@ async def supervise(
     spec: TrainingSpec | EvalSpec | MergeSpec,
     exiting: list[Any],
 ) -> Outcome:
-    """Runs the child to its end: its Result or Error, or LeaseLost.
+    """Runs the child to its end: its Result or Error, or LeaseLost; or HandedBack when the
+    worker began stopping meanwhile and the child stopped for it.
 
     A child that sent its result is left to exit on its own and put in `exiting`: the shutdown
     of a process with torch loaded takes a second or two, which the job need not wait for.
@@ -220,8 +250,13 @@ async def supervise(
     beat_every = min(max(platform.settings.job_lease_seconds / 4, 0.2), 1.0)
     next_beat = 0.0
     outcome: Outcome | None = None
+    handing_back = False
     try:
         while outcome is None:
+            if _stopping.is_set() and control.value == STOP_NONE:
+                log.info("worker stopping: handing %s back", attempt.job_id)
+                control.value = STOP_HANDBACK
+                handing_back = True
             now = time.monotonic()
             if now >= next_beat:
                 stop = supervisor.heartbeat()
@@ -258,6 +293,9 @@ async def supervise(
                 exiting.append(child)
             else:
                 await asyncio.to_thread(_reap, child)
+    if handing_back and isinstance(outcome, Result) and outcome.result.status != "completed":
+        steps = outcome.result.steps if isinstance(outcome.result, TrainingResult) else 0
+        return HandedBack() if hand_back(platform, attempt, steps) else LeaseLost()
     return outcome
 
 
@@ -394,8 +432,8 @@ async def training_attempt(
         platform.db.run_sync(lambda s: _note(s, this, message))
     with telemetry.phase("train"):
         outcome = await supervise(platform, this, spec, exiting)
-    if isinstance(outcome, LeaseLost):
-        return "fenced"
+    if isinstance(outcome, LeaseLost | HandedBack):
+        return outcome.ended
     if isinstance(outcome, Error) or outcome.result.status != "completed":
         return finish(platform, this, outcome)
     result = outcome.result

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import multiprocessing.forkserver
 import os
+import signal
 import socket
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from llmops_services.runtime.tracing import configure_tracing, shutdown_tracing
 from llmops_services.settings import Settings
 from llmops_workers import capabilities
 from llmops_workers.registry_link import RegistryLink
-from llmops_workers.runner import job_process_context, run_attempt
+from llmops_workers.runner import job_process_context, run_attempt, stop_taking_jobs
 from llmops_workers.runners import RUNNERS
 
 log = logging.getLogger("llmops.worker")
@@ -121,6 +122,7 @@ def worker_settings(settings: Settings, threads: int = 1) -> type:
         max_jobs = 1
         max_tries = 1
         job_timeout = 7 * 24 * 3600
+        job_completion_wait = settings.worker_stop_grace_seconds
         poll_delay = 0.05
         keep_result = 3600
         ctx: ClassVar[dict[str, Any]] = {"settings": settings, "threads": threads}
@@ -129,8 +131,21 @@ def worker_settings(settings: Settings, threads: int = 1) -> type:
 
 
 def run_worker(settings: Settings, threads: int = 1) -> None:
-    """Runs a worker in the foreground until SIGTERM or SIGINT."""
-    from arq.worker import run_worker as arq_run_worker
+    """Runs a worker in the foreground until SIGTERM or SIGINT: it then takes no new job, and
+    its running job hands back (`stop_taking_jobs`) within `worker_stop_grace_seconds`."""
+    from arq.worker import create_worker
 
     configure_logging(settings.log_level)
-    arq_run_worker(worker_settings(settings, threads))
+    worker = create_worker(worker_settings(settings, threads))
+    grace = settings.worker_stop_grace_seconds
+
+    def on_signal(signum: signal.Signals) -> None:
+        stop_taking_jobs()
+        if grace:
+            worker.handle_sig_wait_for_completion(signum)
+        else:
+            worker.handle_sig(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        worker.loop.add_signal_handler(signum, on_signal, signum)
+    worker.run()
