@@ -1,7 +1,8 @@
 """API keys with roles. Keys are random 256-bit secrets, so a plain sha256 is a safe way to store
 them (no password stretching needed); the secret itself is shown once, at creation.
 
-Auth is on whenever an unrevoked key exists. Health and reflection stay open.
+Auth is on whenever an unrevoked key exists. Health and reflection stay open. The role each RPC
+needs is in `roles.METHOD_ROLES`.
 """
 
 from __future__ import annotations
@@ -24,20 +25,26 @@ from llmops_services.errors import (
     Unauthenticated,
 )
 from llmops_services.runtime.context import ANONYMOUS, Principal
+from llmops_services.runtime.roles import METHOD_ROLES, PACKAGE, MissingRoleError
 
 ROLES = ("reader", "writer", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
-_READ_VERBS = ("Get", "List", "Watch", "Validate", "Compare", "Generate", "StreamGenerate")
 KEY_PREFIX = "llmops_"
 
 
 def required_role(method: str) -> str:
-    """The least role an RPC needs: reads and generation need `reader`, every change `writer`.
+    """The least role an RPC needs, from `roles.METHOD_ROLES`.
 
-    `method` is the full name, `/llmops.v1.RegistryService/GetModel`.
+    `method` is the full name, `/llmops.v1.RegistryService/GetModel`. An RPC of the `llmops.v1`
+    services without a row raises `MissingRoleError`; a method of any other package (never
+    served by the platform, only by tests) needs `admin`.
     """
-    name = method.rsplit("/", 1)[-1]
-    return "reader" if name.startswith(_READ_VERBS) else "writer"
+    role = METHOD_ROLES.get(method)
+    if role is not None:
+        return role
+    if method.startswith(f"/{PACKAGE}."):
+        raise MissingRoleError(method)
+    return "admin"
 
 
 def has_role(principal: Principal, role: str) -> bool:

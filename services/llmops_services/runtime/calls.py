@@ -40,6 +40,18 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 
 
+def resolve_role(full_name: str) -> str:
+    """The role a method needs, "" for an open one (health, reflection).
+
+    Resolved once per method when its handler is wrapped, which for the services is when they
+    register on the server: an RPC of `llmops.v1` without a row in `roles.METHOD_ROLES` raises
+    `MissingRoleError` there, so the server does not start rather than serve it.
+    """
+    if full_name.startswith(OPEN_SERVICES):
+        return ""
+    return required_role(full_name)
+
+
 @dataclass
 class _Method:
     """What the wrapper knows about one RPC, resolved once per method."""
@@ -56,7 +68,7 @@ class _Method:
     handled_by_code: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.role = required_role(self.full_name)
+        self.role = resolve_role(self.full_name)
         self.started = metrics.STARTED.labels(*self.labels)
         self.handling = metrics.HANDLING_SECONDS.labels(*self.labels)
         self.msg_sent = metrics.MSG_SENT.labels(*self.labels)
@@ -303,7 +315,14 @@ class WrappingRegistrar:
         self._wrapper = wrapper
 
     def add_generic_rpc_handlers(self, handlers: Iterable[GenericHandler]) -> None:
-        """Registers generic handlers, wrapped."""
+        """Registers generic handlers, wrapped (each method when first called); the methods a
+        handler lists (grpc's `method_handlers_generic_handler`) have their roles resolved now."""
+        handlers = tuple(handlers)
+        for handler in handlers:
+            methods = getattr(handler, "_method_handlers", None)
+            if isinstance(methods, Mapping):
+                for full_name in methods:
+                    resolve_role(full_name)
         wrapped = tuple(_WrappedGenericHandler(h, self._wrapper) for h in handlers)
         self._server.add_generic_rpc_handlers(wrapped)
 

@@ -1,0 +1,79 @@
+"""Every RPC of the contract, called on a real server with auth on: refused without a key,
+refused to every role below the one `runtime/roles.py` gives it, and let through (to answer its
+empty request, typically INVALID_ARGUMENT or NOT_FOUND, never INTERNAL) with exactly that role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor
+
+from llmops_services.runtime.auth import ROLES, create_key
+from llmops_services.runtime.roles import METHOD_ROLES
+from scripts.gen_security_table import contract_methods, full_name
+from tests.conftest import ServerThread
+
+REFUSALS = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+# An empty request must be answered by the real handler's validation or lookup: neither a bug, nor
+# a hang, nor a service left unserved.
+NEVER = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _empty_requests() -> Iterator[bytes]:
+    yield b""  # the request type's default message, serialized
+
+
+async def _call(
+    channel: grpc.aio.Channel, method: MethodDescriptor, metadata: Metadata
+) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of `method` called with an empty request (one, for a client
+    stream), as bytes: no serializers, so any method can be called without its stub."""
+    name = full_name(method)
+    raw: dict[str, None] = {"request_serializer": None, "response_deserializer": None}
+    try:
+        if method.client_streaming:
+            upload = channel.stream_unary(name, **raw)
+            await upload(_empty_requests(), metadata=metadata, timeout=10)
+        elif method.server_streaming:
+            async for _ in channel.unary_stream(name, **raw)(b"", metadata=metadata, timeout=10):
+                pass
+        else:
+            await channel.unary_unary(name, **raw)(b"", metadata=metadata, timeout=10)
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def test_every_rpc_needs_exactly_its_role(server: ServerThread) -> None:
+    platform = server.process.platform
+    assert platform is not None
+    keys = {role: create_key(platform.db, role, f"{role} of the roles test") for role in ROLES}
+
+    def bearer(role: str) -> Metadata:
+        return (("authorization", f"Bearer {keys[role].secret}"),)
+
+    methods = contract_methods()
+    assert {full_name(m) for m in methods} == set(METHOD_ROLES)
+    wrong: list[str] = []
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        for method in methods:
+            name = full_name(method)
+            needed = METHOD_ROLES[name]
+            code, details = await _call(channel, method, ())
+            if code != grpc.StatusCode.UNAUTHENTICATED:
+                wrong.append(f"{name} without a key: {code.name} {details}")
+            for role in ROLES[: ROLES.index(needed)]:
+                code, details = await _call(channel, method, bearer(role))
+                if code != grpc.StatusCode.PERMISSION_DENIED or f"needs {needed}" not in details:
+                    wrong.append(f"{name} as {role}: {code.name} {details}")
+            code, details = await _call(channel, method, bearer(needed))
+            if code in REFUSALS or code in NEVER:
+                wrong.append(f"{name} as {needed}: {code.name} {details}")
+    assert wrong == [], "\n".join(wrong)
