@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
 from arq.worker import Function, func
+from redis.exceptions import RedisError
 
 from llmops_services.context import Platform
 from llmops_services.jobs.adverts import advertise, withdraw
@@ -43,7 +44,10 @@ def job_function(kind: JobKind) -> Function:
             platform, ctx["registry"], job_id, attempt, ctx["owner"], ctx["threads"], RUNNERS[kind]
         )
         if ended == "retry":
-            await enqueue_attempt(ctx["redis"], job_id, attempt + 1, kind)
+            try:
+                await enqueue_attempt(ctx["redis"], job_id, attempt + 1, kind)
+            except (RedisError, OSError) as error:  # the row says QUEUED: the reconciler queues it
+                log.warning("could not queue %s attempt %d: %s", job_id, attempt + 1, error)
         return ended
 
     return func(run_job, name=kind.function)

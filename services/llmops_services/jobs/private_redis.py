@@ -36,9 +36,7 @@ class PrivateRedis:
                 "redis-server is not installed (apt-get install redis-server), "
                 "or set LLMOPS_REDIS_URL to a running Redis"
             )
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", port))
-            self.port = int(probe.getsockname()[1])
+        self.port = port or _free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self.directory)]
@@ -72,3 +70,9 @@ class PrivateRedis:
         self.process = None
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

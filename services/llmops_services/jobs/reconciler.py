@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 import grpc
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,8 @@ class Reconciler:
         while True:
             try:
                 await self.sweep()
+            except (RedisError, OSError) as error:  # Redis down or restarting: try again later
+                log.warning("reconciler sweep: Redis unavailable (%s); trying again", error)
             except Exception:
                 log.exception("reconciler sweep failed")
             await asyncio.sleep(self.platform.settings.reconcile_seconds)
