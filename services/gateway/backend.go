@@ -6,7 +6,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -18,9 +17,15 @@ const readyTimeout = 2 * time.Second
 
 // dialBackend makes the one client connection every route shares. It connects lazily and, after
 // the services restart, retries within seconds (gRPC's default backoff grows to two minutes).
+// Plaintext unless cfg asks for TLS (backendCredentials); a certificate or key file that cannot be
+// read or parsed is an error here, at startup.
 func dialBackend(cfg Config) (*grpc.ClientConn, error) {
+	creds, err := backendCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return grpc.NewClient(cfg.Backend,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},

@@ -100,7 +100,9 @@ type backend struct {
 	server   *grpc.Server
 }
 
-func startBackend(t *testing.T) *backend {
+// startBackend serves the fake services and the standard health service; opts configure the
+// gRPC server (grpc.Creds for TLS).
+func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
 	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -111,7 +113,7 @@ func startBackend(t *testing.T) *backend {
 		registry: &fakeRegistry{calls: make(chan call, 16)},
 		training: &fakeTraining{calls: make(chan call, 16), release: make(chan struct{})},
 		health:   health.NewServer(),
-		server:   grpc.NewServer(),
+		server:   grpc.NewServer(opts...),
 	}
 	llmopsv1.RegisterRegistryServiceServer(b.server, b.registry)
 	llmopsv1.RegisterTrainingServiceServer(b.server, b.training)

@@ -27,6 +27,15 @@ type Config struct {
 	Timeout       time.Duration // deadline of unary and client-streaming calls that set none
 	StreamTimeout time.Duration // deadline of server-streaming calls that set none; 0: none
 	ShutdownGrace time.Duration // how long in-flight requests may finish after SIGTERM
+
+	TLSCert string // PEM certificate (chain) to serve HTTPS with; empty: plain HTTP
+	TLSKey  string // its PEM private key
+
+	BackendTLS        bool   // TLS to the backend, verified against the system roots
+	BackendCA         string // PEM CA file to verify the backend with (implies TLS)
+	BackendCert       string // PEM client certificate for mutual TLS (implies TLS)
+	BackendKey        string // its PEM private key
+	BackendServerName string // name checked in the backend's certificate, if not the address's host
 }
 
 // envNames maps each flag to the environment variable that gives its default.
@@ -37,6 +46,15 @@ var envNames = map[string]string{
 	"timeout":        "LLMOPS_GATEWAY_TIMEOUT",
 	"stream-timeout": "LLMOPS_GATEWAY_STREAM_TIMEOUT",
 	"shutdown-grace": "LLMOPS_GATEWAY_SHUTDOWN_GRACE",
+	"tls-cert":       "LLMOPS_GATEWAY_TLS_CERT_FILE",
+	"tls-key":        "LLMOPS_GATEWAY_TLS_KEY_FILE",
+	// The backend's TLS settings are the ones every client of the services reads (the Python SDK
+	// and CLI too), so one environment configures them all.
+	"backend-tls":         "LLMOPS_TLS",
+	"backend-ca":          "LLMOPS_TLS_CA_FILE",
+	"backend-cert":        "LLMOPS_TLS_CERT_FILE",
+	"backend-key":         "LLMOPS_TLS_KEY_FILE",
+	"backend-server-name": "LLMOPS_TLS_SERVER_NAME",
 }
 
 // parseConfig reads flags, then the environment for every flag not given.
@@ -50,6 +68,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "deadline of unary calls that send no Grpc-Timeout header")
 	fs.DurationVar(&cfg.StreamTimeout, "stream-timeout", time.Hour, "deadline of server-streaming calls that send no Grpc-Timeout header (0: none)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may finish after SIGTERM or SIGINT")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (chain) to serve HTTPS with; needs -tls-key (default: plain HTTP)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` of -tls-cert")
+	fs.Var((*boolValue)(&cfg.BackendTLS), "backend-tls", "use TLS to the backend, verifying it against the system roots (1/0, true/false, yes/no, on/off)")
+	fs.StringVar(&cfg.BackendCA, "backend-ca", "", "PEM `file` of the CA(s) to verify the backend with instead of the system roots (implies TLS)")
+	fs.StringVar(&cfg.BackendCert, "backend-cert", "", "PEM client certificate `file` for mutual TLS with the backend; needs -backend-key (implies TLS)")
+	fs.StringVar(&cfg.BackendKey, "backend-key", "", "PEM private key `file` of -backend-cert")
+	fs.StringVar(&cfg.BackendServerName, "backend-server-name", "", "`name` to check in the backend's certificate (default: the host of -backend)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: llmops-gateway [flags]\n\nEach flag's default can be set by its environment variable:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(fs.Output(), "  -%s\t%s\n", f.Name, envNames[f.Name]) })
@@ -64,11 +89,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	fromEnv := map[string]bool{}
 	for name, env := range envNames {
 		if value := getenv(env); value != "" && !given[name] {
 			if err := fs.Set(name, value); err != nil {
 				return cfg, fmt.Errorf("%s=%q: %v", env, value, err)
 			}
+			fromEnv[name] = true
 		}
 	}
 	switch {
@@ -78,6 +105,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 		return cfg, errors.New("-timeout must be positive")
 	case cfg.StreamTimeout < 0 || cfg.ShutdownGrace < 0:
 		return cfg, errors.New("-stream-timeout and -shutdown-grace must not be negative")
+	}
+	source := func(name string) string {
+		if fromEnv[name] {
+			return envNames[name]
+		}
+		return "-" + name
+	}
+	if err := checkTLSFlags(cfg, source); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -112,21 +148,35 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	if err != nil {
 		return err
 	}
+	tlsConfig, err := serverTLSConfig(cfg)
+	if err != nil {
+		return err
+	}
 	listener, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
 	server := &http.Server{
 		Handler:           handler,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
-	go func() { served <- server.Serve(listener) }()
-	address := "http://" + listener.Addr().String()
+	scheme := "http://"
+	if tlsConfig != nil {
+		scheme = "https://"
+		go func() { served <- server.ServeTLS(listener, "", "") }() // the certificate is in TLSConfig
+	} else {
+		go func() { served <- server.Serve(listener) }()
+	}
+	address := scheme + listener.Addr().String()
 	fmt.Fprintf(out, "llmops-gateway listening on %s (backend %s)\n", address, cfg.Backend)
-	logger.Info("gateway started", "address", address, "backend", cfg.Backend)
+	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS())
+	if tlsConfig == nil && !isLoopback(listener.Addr()) {
+		logger.Warn("serving plaintext HTTP on a non-loopback address", "address", listener.Addr().String())
+	}
 
 	select {
 	case err := <-served:

@@ -19,8 +19,9 @@ MISSING = (
     f"the REST gateway binary ({BINARY_NAME}) was not found in .bin/ or on PATH: build it with "
     "`make gateway` (or set LLMOPS_GATEWAY_BINARY)"
 )
-# The one line the binary writes on stdout once it listens.
-_LISTENING = re.compile(r"listening on (http://\S+)")
+# The one line the binary writes on stdout once it listens: http://, or https:// when it serves TLS
+# (-tls-cert, or LLMOPS_GATEWAY_TLS_CERT_FILE in its environment).
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 class GatewayError(RuntimeError):
