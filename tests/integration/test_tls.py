@@ -6,14 +6,17 @@ under mutual TLS clients with no certificate or one from another CA are refused.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 import llmops
 from llmops.settings import ClientSettings
 from llmops.v1 import jobs_pb2
+from llmops_services.gateway import GatewayProcess
 from llmops_services.runtime.server import exposure_warnings, is_loopback
 from llmops_services.settings import Settings
 from tests.certs import Authority, KeyPair
@@ -202,3 +205,48 @@ def test_a_missing_certificate_file_fails_the_start_naming_its_setting(
     with pytest.raises(OSError, match="LLMOPS_SERVER_TLS_CERT_FILE"):
         server.start()
     server.stop()
+
+
+def test_the_gateway_serves_https_and_reaches_services_over_mutual_tls(
+    mtls_server: ServerThread,
+    ca: Authority,
+    client_pair: KeyPair,
+    binary: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both of the gateway's hops encrypted, configured by the environment as `llmops up`
+    passes it on: HTTPS to its clients, mutual TLS to the services."""
+    https_pair = ca.issue("llmops-gateway", server=True)
+    monkeypatch.setenv("LLMOPS_GATEWAY_TLS_CERT_FILE", str(https_pair.cert))
+    monkeypatch.setenv("LLMOPS_GATEWAY_TLS_KEY_FILE", str(https_pair.key))
+    monkeypatch.setenv("LLMOPS_TLS_CA_FILE", str(ca.cert_path))
+    trusting = ssl.create_default_context(cafile=str(ca.cert_path))
+
+    monkeypatch.setenv("LLMOPS_TLS_CERT_FILE", str(client_pair.cert))
+    monkeypatch.setenv("LLMOPS_TLS_KEY_FILE", str(client_pair.key))
+    gateway = GatewayProcess(binary, mtls_server.address, "127.0.0.1:0", grace=2)
+    try:
+        url = gateway.start()
+        assert url.startswith("https://")
+        with httpx.Client(verify=trusting, timeout=30) as http:
+            assert http.get(f"{url}/readyz").status_code == 200
+            listed = http.get(f"{url}/v1/models")
+            assert listed.status_code == 200 and listed.json()["models"] == []
+        with httpx.Client(timeout=30) as http, pytest.raises(httpx.HTTPError):
+            http.get(f"{url}/readyz")  # the system roots do not trust the test CA
+        plain = httpx.get(url.replace("https://", "http://") + "/readyz", timeout=30)
+        assert plain.status_code == 400  # plain HTTP to the HTTPS port
+    finally:
+        gateway.stop()
+
+    monkeypatch.delenv("LLMOPS_TLS_CERT_FILE")
+    monkeypatch.delenv("LLMOPS_TLS_KEY_FILE")
+    anonymous = GatewayProcess(binary, mtls_server.address, "127.0.0.1:0", grace=2)
+    try:
+        url = anonymous.start()
+        with httpx.Client(verify=trusting, timeout=30) as http:
+            assert http.get(f"{url}/readyz").status_code == 503  # no client certificate
+            refused = http.get(f"{url}/v1/models")
+            assert refused.status_code == 503 and refused.json()["code"] == 14  # UNAVAILABLE
+    finally:
+        anonymous.stop()
