@@ -25,25 +25,43 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, in `base`, that can be stopped and started again
+    on the same port (its data kept)."""
+
+    def __init__(self, base: Path) -> None:
+        binaries = _binaries()
+        root = base / "pg"
+        data = root / "data"
+        root.mkdir(parents=True)
+        as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+            os.chmod(base, 0o755)
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        run = [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-U", "postgres"]
+        subprocess.run([*run, "-A", "trust", "--no-sync"], check=True, capture_output=True)
+        self.port = _free_port()
+        self._options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl = [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data)]
+        self._pg_ctl += ["-l", str(root / "log")]
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PrivatePostgres:
+        subprocess.run(
+            [*self._pg_ctl, "-o", self._options, "-w", "start"], check=True, capture_output=True
+        )
+        return self
+
+    def stop(self, mode: str = "immediate") -> None:
+        subprocess.run([*self._pg_ctl, "-m", mode, "stop"], check=False, capture_output=True)
+
+
 @contextmanager
 def private_postgres(base: Path) -> Iterator[str]:
     """Yields a SQLAlchemy URL of a fresh server; stops it and removes its files afterwards."""
-    binaries = _binaries()
-    root = base / "pg"
-    data = root / "data"
-    root.mkdir(parents=True)
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        os.chmod(base, 0o755)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    run = [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-U", "postgres"]
-    subprocess.run([*run, "-A", "trust", "--no-sync"], check=True, capture_output=True)
-    port = _free_port()
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log")]
-    subprocess.run([*pg_ctl, "-o", options, "-w", "start"], check=True, capture_output=True)
+    server = PrivatePostgres(base).start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+        server.stop()

@@ -150,18 +150,49 @@ class ResourceExhausted(ServiceError):
     code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def details(self) -> list[any_pb2.Any]:
-        if self.retry_after is None:
-            return super().details()
-        delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(self.retry_after * 1e9))
-        return [*super().details(), _pack(error_details_pb2.RetryInfo(retry_delay=delay))]
+        return [*super().details(), *_retry_info(self.retry_after)]
 
 
 @dataclass(eq=False)
 class Unavailable(ServiceError):
-    """The service cannot answer now (it is stopping); the call may be retried."""
+    """The service cannot answer now (it is stopping, or its database is down); the call may
+    be retried, after `retry_after` seconds when set (a `google.rpc.RetryInfo` hint)."""
 
+    retry_after: float | None = None
     code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> list[any_pb2.Any]:
+        return [*super().details(), *_retry_info(self.retry_after)]
+
+
+DATABASE_RETRY_SECONDS = 1.0
+
+
+def infrastructure_error(exc: BaseException) -> ServiceError | None:
+    """The domain error for a failure of what the services stand on, or None for a bug: the
+    database unreachable, restarting or locked (SQLAlchemy's OperationalError, or a connection
+    it found dead) is UNAVAILABLE with a retry hint, since the same call succeeds once it is
+    back and the failed transaction was rolled back whole."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
+        reason = f" ({cause})" if cause else ""
+        return Unavailable(
+            f"the database is unavailable{reason}; nothing was changed, retry the call",
+            retry_after=DATABASE_RETRY_SECONDS,
+        )
+    return None
+
+
+def _retry_info(seconds: float | None) -> list[any_pb2.Any]:
+    if seconds is None:
+        return []
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    return [_pack(error_details_pb2.RetryInfo(retry_delay=delay))]
 
 
 def _pack(message: object) -> any_pb2.Any:

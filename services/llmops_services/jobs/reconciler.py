@@ -11,6 +11,7 @@ import logging
 import grpc
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from llmops_services.context import Platform
@@ -44,8 +45,8 @@ class Reconciler:
         while True:
             try:
                 await self.sweep()
-            except (RedisError, OSError) as error:  # Redis down or restarting: try again later
-                log.warning("reconciler sweep: Redis unavailable (%s); trying again", error)
+            except (RedisError, OSError, OperationalError) as error:  # down or restarting
+                log.warning("reconciler sweep: Redis or the database unavailable (%s)", error)
             except Exception:
                 log.exception("reconciler sweep failed")
             await asyncio.sleep(self.platform.settings.reconcile_seconds)

@@ -18,7 +18,13 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from llmops_services.errors import REQUEST_ID_KEY, ServiceError, internal_status, to_status
+from llmops_services.errors import (
+    REQUEST_ID_KEY,
+    ServiceError,
+    infrastructure_error,
+    internal_status,
+    to_status,
+)
 from llmops_services.runtime import metrics
 from llmops_services.runtime.auth import ApiKeyCache, required_role
 from llmops_services.runtime.context import (
@@ -171,7 +177,13 @@ class CallWrapper:
         )
 
     async def _fail(self, info: _Method, call: _Call, exc: BaseException, context: Context) -> None:
-        """Ends a call that raised: domain errors keep their code, anything else is INTERNAL."""
+        """Ends a call that raised: domain errors keep their code, the database's failures are
+        UNAVAILABLE (`infrastructure_error`), anything else is INTERNAL."""
+        if isinstance(exc, Exception) and not isinstance(exc, ServiceError):
+            mapped = infrastructure_error(exc)
+            if mapped is not None:
+                log.warning("%s: %s", info.full_name, mapped.message)
+                exc = mapped
         if isinstance(exc, ServiceError):
             self._end(info, call, exc.code.name, exc.message)
             await context.abort_with_status(  # type: ignore[attr-defined]
