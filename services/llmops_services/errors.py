@@ -17,6 +17,17 @@ from grpc_status import rpc_status
 
 ERROR_DOMAIN = "llmops.dev"
 REQUEST_ID_KEY = "x-request-id"
+MAX_TEXT_CHARS = 300
+"""Longest text an error carries in one place (its message, a field, a resource name): errors
+travel in gRPC trailers, which clients refuse past 16 KiB (`grpc-message` percent-encoded,
+the details base64), and they often quote what the caller sent, which may be huge."""
+
+
+def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note of how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,10 @@ class FieldViolation:
     field: str
     description: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clip(self.field))
+        object.__setattr__(self, "description", clip(self.description))
+
 
 @dataclass(frozen=True)
 class PreconditionViolation:
@@ -34,6 +49,10 @@ class PreconditionViolation:
     type: str
     subject: str
     description: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subject", clip(self.subject))
+        object.__setattr__(self, "description", clip(self.description))
 
 
 @dataclass(eq=False)
@@ -45,6 +64,7 @@ class ServiceError(Exception):
     reason: str = ""
 
     def __post_init__(self) -> None:
+        self.message = clip(self.message, 2 * MAX_TEXT_CHARS)
         super().__init__(self.message)
 
     def details(self) -> list[any_pb2.Any]:
@@ -82,7 +102,7 @@ class _ResourceError(ServiceError):
 
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ResourceInfo(
-            resource_type=self.resource_type, resource_name=self.resource_name
+            resource_type=self.resource_type, resource_name=clip(self.resource_name)
         )
         return [*super().details(), _pack(info)]
 

@@ -12,14 +12,17 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from llmops_services.errors import (
     REQUEST_ID_KEY,
+    FieldViolation,
+    InvalidArgument,
     ServiceError,
     infrastructure_error,
     internal_status,
@@ -227,6 +230,7 @@ class CallWrapper:
         self, handler: Handler, info: _Method, behavior: Any, streaming: bool
     ) -> Handler:
         is_coroutine = inspect.iscoroutinefunction(behavior)
+        decode = request_decoder(handler.request_deserializer)
 
         async def wrapped(request: Any, context: Context) -> Any:
             call, authorization = self._begin(info, context)
@@ -236,7 +240,9 @@ class CallWrapper:
                         await self._keys.refresh()
                     self._admit(info, call, authorization, context)
                 if streaming:
-                    request = _count(request, info.msg_received)
+                    request = _count(_decoded(request, decode), info.msg_received)
+                else:
+                    request = decode(request)
                 response = behavior(request, context)
                 if is_coroutine:
                     response = await response
@@ -252,14 +258,14 @@ class CallWrapper:
             else grpc.unary_unary_rpc_method_handler
         )
         return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            wrapped, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
     def _wrap_stream_response(
         self, handler: Handler, info: _Method, behavior: Any, streaming: bool
     ) -> Handler:
+        decode = request_decoder(handler.request_deserializer)
+
         async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             call, authorization = self._begin(info, context)
             try:
@@ -267,7 +273,9 @@ class CallWrapper:
                     await self.refresh_keys()
                     await self._admit_stream(info, call, authorization, context)
                 if streaming:
-                    request = _count(request, info.msg_received)
+                    request = _count(_decoded(request, decode), info.msg_received)
+                else:
+                    request = decode(request)
                 result = behavior(request, context)
                 if inspect.isasyncgen(result) or hasattr(result, "__aiter__"):
                     async for item in result:
@@ -286,10 +294,38 @@ class CallWrapper:
             else grpc.unary_stream_rpc_method_handler
         )
         return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            wrapped, request_deserializer=None, response_serializer=handler.response_serializer
         )
+
+
+def request_decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:
+    """Parses a request's bytes inside the handler rather than in grpc's own deserializer, where
+    a malformed message (bad wire format, a string that is not UTF-8) would end the call as
+    UNKNOWN with a Python exception in its message: here it is INVALID_ARGUMENT."""
+    if deserializer is None:
+        return lambda request: request
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    type_name = getattr(descriptor, "full_name", "message")
+    parse = deserializer
+
+    def decode(request: Any) -> Any:
+        try:
+            return parse(request)
+        except DecodeError as error:
+            raise InvalidArgument(
+                f"the request is not a valid {type_name}: {error}",
+                violations=[FieldViolation("request", f"cannot be parsed as {type_name}")],
+            ) from None
+
+    return decode
+
+
+async def _decoded(
+    requests: AsyncIterator[Any], decode: Callable[[Any], Any]
+) -> AsyncIterator[Any]:
+    async for item in requests:
+        yield decode(item)
 
 
 async def _count(requests: AsyncIterator[Any], counter: Any) -> AsyncIterator[Any]:
