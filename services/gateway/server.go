@@ -8,14 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	// The services' error details (BadRequest, ResourceInfo, RequestInfo, PreconditionFailure,
 	// RetryInfo, ...) must be known here to be written as JSON.
-	_ "google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -127,8 +129,26 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 	var custom *runtime.HTTPStatusError
 	if !errors.As(err, &custom) {
 		err = knownDetailsOnly(err)
+		setRetryAfter(w, err)
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// setRetryAfter gives an error that carries a google.rpc.RetryInfo (a full queue, a rate limit,
+// the database briefly down) the Retry-After header HTTP clients and proxies act on, in whole
+// seconds rounded up.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return
+	}
+	for _, detail := range st.Details() {
+		if info, ok := detail.(*errdetails.RetryInfo); ok && info.GetRetryDelay() != nil {
+			seconds := math.Ceil(info.GetRetryDelay().AsDuration().Seconds())
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(seconds, 1))))
+			return
+		}
+	}
 }
 
 // knownDetailsOnly drops the details of a status whose type the gateway does not know (a

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     inference_retry_after_seconds: float = Field(
         1.0, gt=0, description="The retry hint (google.rpc.RetryInfo) of a refused request."
     )
+    inference_rate_limit: str = Field(
+        "",
+        description="Generations each API key may start, e.g. `10/second` or "
+        "`600/minute;20/second` (the `limits` library's notation); over it a call is refused "
+        "with RESOURCE_EXHAUSTED and a retry hint (HTTP 429). Empty: no limit.",
+    )
     inference_max_new_tokens: int = Field(
         2048, ge=1, description="The largest max_new_tokens a request may ask for."
     )
@@ -212,6 +218,20 @@ class Settings(BaseSettings):
                 "LLMOPS_SERVER_TLS_CLIENT_CA_FILE (mutual TLS) needs the server's own certificate: "
                 "set LLMOPS_SERVER_TLS_CERT_FILE and LLMOPS_SERVER_TLS_KEY_FILE"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limit_parses(self) -> Settings:
+        from limits import parse_many
+
+        if self.inference_rate_limit.strip():
+            try:
+                parse_many(self.inference_rate_limit)
+            except ValueError as error:
+                raise ValueError(
+                    f"LLMOPS_INFERENCE_RATE_LIMIT={self.inference_rate_limit!r}: {error} "
+                    "(write e.g. 10/second or 600/minute;20/second)"
+                ) from None
         return self
 
     @model_validator(mode="after")

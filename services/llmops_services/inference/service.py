@@ -32,8 +32,9 @@ from llmops_services.inference.engine import (
     NoChatTemplate,
     Tokenizer,
 )
+from llmops_services.inference.rate_limit import KeyRateLimiter
 from llmops_services.inference.text import TextStream
-from llmops_services.runtime.context import Context
+from llmops_services.runtime.context import Context, current_principal
 from llmops_services.runtime.server import ServiceBinding
 
 log = logging.getLogger("llmops.inference")
@@ -172,9 +173,11 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
             engine = make_engine(platform.settings)
         self.engine = engine
+        self.limits = KeyRateLimiter(platform.settings.inference_rate_limit)
 
     async def _plan(self, request: pb.GenerateRequest, prefix: str) -> _Plan:
         started = time.perf_counter()
+        self.limits.admit(current_principal().key_id)
         settings = self.platform.settings
         generation = requests.check_sampling(request.sampling, settings, prefix)
         chat = requests.chat_of(request, prefix)
