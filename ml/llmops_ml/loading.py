@@ -29,6 +29,7 @@ from llmops_ml.placement import Placement, choose
 
 __all__ = [
     "IDLE_ADAPTER",
+    "SAFE_LOADING",
     "LoadedModel",
     "attach_adapter",
     "disable_cpu_inference_repack",
@@ -39,10 +40,19 @@ __all__ = [
     "load_merged",
     "load_model",
     "load_tokenizer",
+    "require_safetensors_adapter",
     "with_idle_adapter",
 ]
 
 log = logging.getLogger("llmops.ml")
+
+SAFE_LOADING: dict[str, Any] = {
+    "use_safetensors": True,
+    "trust_remote_code": False,
+    "local_files_only": True,
+}
+"""How every model and tokenizer is loaded: weights only from safetensors (never a pickle, which
+`torch.load` would run), no code shipped with a model, and nothing fetched from a hub."""
 
 
 def load_tokenizer(
@@ -53,7 +63,9 @@ def load_tokenizer(
     Generation and scoring pad on the left (`padding_side="left"`), so that every row of a
     batch ends at the same column; training keeps the tokenizer's own side.
     """
-    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+        str(model_dir), trust_remote_code=False, local_files_only=True
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if padding_side is not None:
@@ -86,7 +98,7 @@ def load_model(
     sequence of a flattened batch to itself at the cost of a padded batch (`flattened_attention`).
     A 4-bit model has `disable_cpu_inference_repack` applied before it is returned.
     """
-    options: dict[str, Any] = {"dtype": placement.dtype}
+    options: dict[str, Any] = {"dtype": placement.dtype, **SAFE_LOADING}
     if flattened_batches:
         options["attn_implementation"] = flattened_attention()
     if not four_bit:
@@ -119,8 +131,19 @@ def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
 
 
 def load_adapter(model: Any, adapter_dir: Path, *, trainable: bool) -> Any:
-    """`model` wrapped with the adapter in `adapter_dir` (named "default")."""
+    """`model` wrapped with the adapter in `adapter_dir` (named "default"); only from its
+    safetensors file (PEFT would otherwise fall back to a pickled `adapter_model.bin`)."""
+    require_safetensors_adapter(adapter_dir)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+def require_safetensors_adapter(adapter_dir: Path) -> None:
+    """Refuses an adapter directory without `adapter_model.safetensors`."""
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} has no adapter_model.safetensors: adapters are loaded from "
+            "safetensors only"
+        )
 
 
 IDLE_ADAPTER = "__idle__"
@@ -163,6 +186,7 @@ def with_idle_adapter(model: Any) -> Any:
 
 def attach_adapter(model: Any, adapter_dir: Path, name: str) -> None:
     """Attaches the adapter in `adapter_dir` to the `PeftModel` `model` under `name`."""
+    require_safetensors_adapter(adapter_dir)
     with _quiet_peft():
         model.load_adapter(str(adapter_dir), adapter_name=name)
 

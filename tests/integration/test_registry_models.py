@@ -3,6 +3,7 @@ and registry data surviving a restart."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -149,6 +150,48 @@ async def test_register_refusals_name_the_field(registry: Registry, tmp_path: Pa
         assert details.fields == [field], (request, details.violations)
         assert description in details.violations[field], (request, details.violations)
     assert await model_count(registry) == 0
+
+
+async def test_only_safe_loadable_models_and_sane_adapters_are_registered(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Weights only as safetensors under the names the loaders read (a stray safetensors file
+    beside a pickle is not enough), no custom code, and LoRA adapters of a sane shape."""
+    base = await registry.CreateModel(base_model("base", make_base_model_dir(tmp_path, "base")))
+    stray = make_base_model_dir(tmp_path, "stray")
+    (stray / "model.safetensors").rename(stray / "other.safetensors")
+    (stray / "pytorch_model.bin").write_bytes(b"\x80\x02pickle")
+    custom = make_base_model_dir(tmp_path, "custom")
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
+    pickled_adapter = make_adapter_dir(tmp_path, "pickled")
+    (pickled_adapter / "adapter_model.safetensors").rename(pickled_adapter / "w.safetensors")
+    (pickled_adapter / "adapter_model.bin").write_bytes(b"\x80\x02pickle")
+
+    def adapter_with(name: str, **changes: object) -> Path:
+        path = make_adapter_dir(tmp_path, name)
+        config = json.loads((path / "adapter_config.json").read_text())
+        (path / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+        return path
+
+    cases: list[tuple[pb.CreateModelRequest, str]] = [
+        (base_model("x", stray), "needs model.safetensors"),
+        (base_model("x", custom), "custom code"),
+        (adapter_request("x", pickled_adapter, base.id), "needs adapter_model.safetensors"),
+        (adapter_request("x", adapter_with("huge", r=100_000), base.id), "rank"),
+        (adapter_request("x", adapter_with("zero", r=0), base.id), "rank"),
+        (adapter_request("x", adapter_with("prefix", peft_type="PREFIX_TUNING"), base.id), "LORA"),
+        (adapter_request("x", adapter_with("regex", target_modules=".*"), base.id), "target"),
+        (adapter_request("x", adapter_with("many", target_modules=["q"] * 65), base.id), "target"),
+        (adapter_request("x", adapter_with("alpha", lora_alpha=-1), base.id), "lora_alpha"),
+    ]
+    for request, description in cases:
+        details = await expect_error(registry.CreateModel(request), INVALID)
+        assert details.fields and set(details.fields) == {"model.uri"}, details.violations
+        assert description in " ".join(details.violations.values()), (request, details)
+    linear = adapter_with("linear", target_modules="all-linear", r=16)
+    assert (await registry.CreateModel(adapter_request("ok", linear, base.id))).name == "ok"
+    assert await model_count(registry) == 2
 
 
 async def test_unknown_references_are_not_found(registry: Registry, tmp_path: Path) -> None:

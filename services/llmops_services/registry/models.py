@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -27,6 +28,10 @@ from llmops_services.runtime.pagination import Page
 
 _MODEL_ID = re.compile(r"^mdl-[0-9a-f]{12}$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
+MAX_LORA_RANK = 1024
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
 
 
 def find_model(session: Session, ref: str) -> ModelRow:
@@ -73,21 +78,30 @@ def _inspect_local_dir(field: str, path: Path, kind: str) -> tuple[str, str, int
             violations=[FieldViolation(field, f"a {kind} model directory needs {marker}")],
         )
     weights = sorted(path.glob("*.safetensors"))
-    if not weights:
+    expected = ADAPTER_WEIGHTS if kind == "adapter" else MODEL_WEIGHTS
+    if not any((path / name).is_file() for name in expected):
         raise InvalidArgument(
-            f"{path} has no safetensors weights",
-            violations=[FieldViolation(field, "only *.safetensors weights are accepted")],
+            f"{path} has no {' or '.join(expected)}",
+            violations=[
+                FieldViolation(
+                    field,
+                    f"needs {' or '.join(expected)}: only safetensors weights are loaded, never "
+                    "pickles (*.bin, *.pt)",
+                )
+            ],
         )
+    config = _json_object(field, path / marker)
     architecture = ""
-    if kind != "adapter":
-        try:
-            config = json.loads((path / "config.json").read_text())
-            architecture = str((config.get("architectures") or [""])[0])
-        except (OSError, ValueError, AttributeError) as exc:
+    if kind == "adapter":
+        _check_adapter_config(field, path, config)
+    else:
+        architecture = str((config.get("architectures") or [""])[0])
+        if "auto_map" in config:
             raise InvalidArgument(
-                f"{path}/config.json is not valid JSON",
-                violations=[FieldViolation(field, "config.json must be a JSON object")],
-            ) from exc
+                f"{path}/config.json names custom code (auto_map): models that need "
+                "trust_remote_code are not loaded",
+                violations=[FieldViolation(field, "a model with custom code is not accepted")],
+            )
     digest = hashlib.sha256()
     tokenizer_found = False
     for name in _TOKENIZER_FILES:
@@ -98,6 +112,51 @@ def _inspect_local_dir(field: str, path: Path, kind: str) -> tuple[str, str, int
             digest.update(candidate.read_bytes())
     tokenizer = digest.hexdigest() if tokenizer_found else ""
     return architecture, tokenizer, sum(w.stat().st_size for w in weights)
+
+
+def _json_object(field: str, file: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(
+            f"{file} is not valid JSON",
+            violations=[FieldViolation(field, f"{file.name} must be a JSON object")],
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise InvalidArgument(
+            f"{file} is not a JSON object",
+            violations=[FieldViolation(field, f"{file.name} must be a JSON object")],
+        )
+    return loaded
+
+
+def _check_adapter_config(field: str, path: Path, config: dict[str, Any]) -> None:
+    """What the engines can serve and train on: a LoRA adapter of a sane rank whose target
+    modules are names (not patterns that could match anything: regexes are refused)."""
+    problems: list[str] = []
+    if config.get("peft_type") != "LORA":
+        problems.append(f"peft_type must be LORA, not {config.get('peft_type')!r}")
+    rank = config.get("r")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_LORA_RANK:
+        problems.append(f"r (the LoRA rank) must be an integer in 1..{MAX_LORA_RANK}")
+    alpha = config.get("lora_alpha", 8)
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0 < alpha <= 1e6:
+        problems.append("lora_alpha must be a positive number")
+    targets = config.get("target_modules")
+    names_ok = isinstance(targets, list) and 0 < len(targets) <= 64
+    if names_ok and isinstance(targets, list):
+        names_ok = all(isinstance(t, str) and _MODULE_NAME.match(t) for t in targets)
+    if targets != "all-linear" and not names_ok:
+        problems.append(
+            'target_modules must be "all-linear" or a list of up to 64 module names '
+            "(letters, digits, _ and .)"
+        )
+    if problems:
+        raise InvalidArgument(
+            f"{path}/adapter_config.json is not an adapter this platform serves: "
+            + "; ".join(problems),
+            violations=[FieldViolation(field, problem) for problem in problems],
+        )
 
 
 def _local_dir(uri: str, store: ArtifactStore) -> Path | None:
