@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
 )
@@ -112,6 +113,11 @@ func decodeBody(body io.Reader, v any) *apiError {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return invalidRequest("", "the request body must be a JSON object")
+	}
+	// encoding/json would quietly turn bytes that are not UTF-8 into U+FFFD: refuse them, as
+	// the REST routes (protojson) do, rather than generate from a prompt the caller did not send.
+	if !utf8.Valid(trimmed) {
+		return invalidRequest("", "the request body is not valid UTF-8")
 	}
 	if err := json.Unmarshal(trimmed, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
