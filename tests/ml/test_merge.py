@@ -60,6 +60,6 @@ def test_a_merge_replaces_an_earlier_one_and_a_failed_merge_leaves_nothing(
     merge.merge_adapter(tiny_models.base, adapter_dir, tmp_path / "merged")
     assert not (tmp_path / "merged" / "stale.txt").exists()
 
-    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"adapter_model\.safetensors"):
         merge.merge_adapter(tiny_models.base, tmp_path / "no-adapter", tmp_path / "other")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["merged"]

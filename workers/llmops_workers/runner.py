@@ -15,6 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue as queue_module
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -218,6 +219,17 @@ def hand_back(platform: Platform, attempt: Attempt, steps: int) -> bool:
     return handed
 
 
+def _ended(exitcode: int | None) -> str:
+    """How a job process ended, for the job's events: `was killed by SIGKILL (-9)` says more
+    than an exit code (SIGKILL: out of memory or killed; SIGXFSZ: a file grew past its limit)."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name} ({exitcode})"
+        except ValueError:
+            pass
+    return f"exited with {exitcode}"
+
+
 def _reap(child: Any) -> None:
     child.join(30)
     if child.is_alive():
@@ -280,7 +292,7 @@ async def supervise(
                 message: ChildMessage = await asyncio.to_thread(reports.get, True, 0.2)
             except queue_module.Empty:
                 if not child.is_alive():
-                    outcome = Error("crash", f"training process exited with {child.exitcode}")
+                    outcome = Error("crash", f"the job's process {_ended(child.exitcode)}")
                 continue
             if isinstance(message, Result | Error):
                 outcome = message
