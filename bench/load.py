@@ -4,7 +4,7 @@ lost, nothing runs twice, no slot leaks and the services keep answering.
 Part `jobs`: `llmops up --workers W` (the services, a private Redis, W real workers) with the tiny
 model. C clients create N training jobs (one step each) with idempotency keys, every key sent
 twice, by two different clients at about the same time; meanwhile P pollers (a Get and a List
-each second) and W watchers (a WatchTrainingJob stream per job, job after job) run, and a prober
+each second) and V watchers (a WatchTrainingJob stream per job, job after job) run, and a prober
 calls `grpc.health.v1.Health/Check` every 50 ms. It ends when every job has ended. Checked: every
 key gave one job, the job list holds exactly those N, every job SUCCEEDED with one model, every
 watched stream ended on its job's end; reported: health latency (target: every check within
@@ -19,7 +19,7 @@ cancels.
 
     .venv/bin/python bench/load.py                 # both parts, the sizes (~8 min)
     .venv/bin/python bench/load.py --quick          # both parts, small (~1 min): a smoke run
-    .venv/bin/python bench/load.py --part jobs --jobs 200 --clients 20 --pollers 50
+    .venv/bin/python bench/load.py --part jobs --jobs 200 --clients 20 --pollers 25 --watchers 25
 
 Exit status 1 when a check fails (a job lost or duplicated, a stream that failed, a leaked slot);
 timings are reported against their targets, never a reason to fail.
@@ -107,6 +107,7 @@ class JobsResult:
     jobs: int
     clients: int
     pollers: int
+    watchers: int
     workers: int
     seconds: float
     keys_with_one_job: int
@@ -219,7 +220,7 @@ def _drive_jobs(args: argparse.Namespace, address: str, model_dir: Path) -> Jobs
     started = time.monotonic()
     creators = [threading.Thread(target=creator, args=(i,)) for i in range(args.clients)]
     others = [threading.Thread(target=poller, daemon=True) for _ in range(args.pollers)]
-    others += [threading.Thread(target=watcher, daemon=True) for _ in range(args.workers)]
+    others += [threading.Thread(target=watcher, daemon=True) for _ in range(args.watchers)]
     for thread in creators + others:
         thread.start()
     for thread in creators:
@@ -246,6 +247,7 @@ def _drive_jobs(args: argparse.Namespace, address: str, model_dir: Path) -> Jobs
         jobs=args.jobs,
         clients=args.clients,
         pollers=args.pollers,
+        watchers=args.watchers,
         workers=args.workers,
         seconds=round(seconds, 1),
         keys_with_one_job=sum(len(ids) == 1 for ids in ids_by_key.values()),
@@ -431,7 +433,7 @@ def report(jobs: JobsResult | None, inference: InferenceResult | None) -> str:
     if jobs is not None:
         lines += [
             f"Jobs: {jobs.jobs} training jobs (one step) from {jobs.clients} clients, every key "
-            f"sent twice; {jobs.pollers} pollers, {jobs.workers} watchers, {jobs.workers} "
+            f"sent twice; {jobs.pollers} pollers, {jobs.watchers} watchers, {jobs.workers} "
             f"workers; {jobs.seconds} s",
             "",
             "| keys with one job | jobs listed | succeeded | models | watched to the end | "
@@ -475,7 +477,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--part", choices=["jobs", "inference", "all"], default="all")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--pollers", type=int, default=50)
+    parser.add_argument("--pollers", type=int, default=25)
+    parser.add_argument("--watchers", type=int, default=25)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between a poller's Get+List"
@@ -487,7 +490,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.clients, args.pollers, args.workers = 8, 4, 4, 1
+        args.jobs, args.clients, args.pollers, args.watchers, args.workers = 8, 4, 4, 2, 1
         args.streams, args.seconds = 8, 5.0
     return args
 

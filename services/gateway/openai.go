@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
+	"github.com/llmops/gateway/openapi"
 )
 
 // openAIPrefix is where the OpenAI-compatible routes live: an OpenAI SDK's base_url is
@@ -80,6 +81,7 @@ func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 		{http.MethodPost, "/fine_tuning/jobs/{id}/resume", s.jobCall(methodResumeJob, s.resumeJob)},
 		{http.MethodGet, "/fine_tuning/jobs/{id}/events", s.listEvents},
 		{http.MethodGet, "/fine_tuning/jobs/{id}/checkpoints", s.listCheckpoints},
+		{http.MethodGet, "/openapi.json", serveOpenAIDocument},
 	}
 	for _, route := range routes {
 		if err := mux.HandlePath(route.method, openAIPrefix+route.path, route.handler); err != nil {
@@ -87,6 +89,12 @@ func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 		}
 	}
 	return nil
+}
+
+// serveOpenAIDocument answers the OpenAPI document of these routes.
+func serveOpenAIDocument(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openapi.OpenAI)
 }
 
 func isOpenAIPath(path string) bool {

@@ -11,15 +11,21 @@ is refused, below it the model's context bounds it). Training, merge and eval jo
 are only queued: no worker runs. Generated ids never name a real job, so the `:watch` streams
 answer 404 at once.
 
+The OpenAI-compatible routes get the same from their own OpenAPI 3.0 document
+(`/openai/v1/openapi.json`, written by hand beside the handlers): their streams are server-sent
+events, and chat and text completions get a pass with the served model and at most 8 new tokens,
+so that the other generated fields reach the engine.
+
 Requests are not shrunk (each operation's first failure is recorded with its curl command and
 the answer, and the run goes on), the examples are derandomized (the same requests every run),
-and no Hypothesis database is written. About 25 s on 2 busy cores.
+and no Hypothesis database is written. About 25 s on 2 busy cores for the REST routes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +42,9 @@ from llmops_services.gateway import GatewayProcess
 from tests.conftest import ServerThread, make_settings
 
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
-# Per operation: (generation mode, examples, keep only the generated sampling parameters).
-PASSES = [(POSITIVE, 10, False), (NEGATIVE, 5, False)]
 # Generated GenerateRequests almost never pass validation (a prompt, or a template with text, or
 # messages, but one of them): these passes send a fixed prompt with the generated `sampling`, so
 # odd sampling values reach the engine.
-SAMPLING_PASS = (POSITIVE, 10, True)
 GENERATION = {"POST /v1/generate", "POST /v1/generate:stream"}
 
 
@@ -75,14 +78,22 @@ def gateway_url(
 
 def not_json(response: schemathesis.Response) -> str:
     """Why the body is not JSON (a stream: one JSON value per \\n-separated line; U+2028 and
-    U+0085 may stand raw in JSON strings, so not `splitlines`), or '' when it is."""
+    U+0085 may stand raw in JSON strings, so not `splitlines`; server-sent events: a JSON value
+    or `[DONE]` after each `data: `), or '' when it is."""
     content_types = response.headers.get("content-type", [])
-    if not content_types or not content_types[0].startswith("application/json"):
+    events = bool(content_types) and content_types[0].startswith("text/event-stream")
+    if not content_types or not (content_types[0].startswith("application/json") or events):
         return f"content-type {content_types!r}"
     lines = [line for line in response.content.decode().split("\n") if line.strip()]
     if not lines:
         return "empty body"
     for line in lines:
+        if events:
+            if not line.startswith("data: "):
+                return f"not an event line: {line[:200]!r}"
+            line = line.removeprefix("data: ")
+            if line == "[DONE]":
+                continue
         try:
             json.loads(line)
         except ValueError as error:
@@ -90,20 +101,37 @@ def not_json(response: schemathesis.Response) -> str:
     return ""
 
 
-def test_no_operation_answers_a_server_error_or_a_body_that_is_not_json(gateway_url: str) -> None:
-    served = httpx.get(f"{gateway_url}/openapi.json", timeout=30)
-    assert served.status_code == 200
-    schema = schemathesis.openapi.from_dict(served.json())
+@dataclass
+class Fuzzed:
+    """What a run over a document's operations found."""
+
+    operations: int
+    calls: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    unnegatable: list[str] = field(default_factory=list)
+    answered: dict[str, set[int]] = field(default_factory=dict)
+
+    def succeeded(self) -> set[str]:
+        return {label for label, codes in self.answered.items() if any(c < 300 for c in codes)}
+
+
+Fix = Callable[[Any], None]
+
+
+def fuzz_document(
+    document: dict[str, Any],
+    base_url: str,
+    passes: Callable[[str], list[tuple[Any, int, Fix | None]]],
+) -> Fuzzed:
+    """Every operation of `document`, each in the passes `passes(label)` gives (generation mode,
+    examples, a fix applied to each case or None), against `base_url`."""
+    schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
-    assert len(operations) >= 40, [op.label for op in operations]
-    failures: dict[str, str] = {}
-    calls = 0
-    unnegatable: list[str] = []
-    answered: dict[str, set[int]] = {}
+    found = Fuzzed(len(operations))
     session = requests.Session()
 
     def fuzz(
-        operation: Any, mode: schemathesis.GenerationMode, examples: int, sampling: bool
+        operation: Any, mode: schemathesis.GenerationMode, examples: int, fix: Fix | None
     ) -> None:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
@@ -115,20 +143,19 @@ def test_no_operation_answers_a_server_error_or_a_body_that_is_not_json(gateway_
             suppress_health_check=list(HealthCheck),
         )
         def run(case: Any) -> None:
-            nonlocal calls
-            if sampling:
-                with_generated_sampling(case)
-            response = case.call(base_url=gateway_url, session=session, timeout=60)
-            calls += 1
-            answered.setdefault(case.operation.label, set()).add(response.status_code)
+            if fix is not None:
+                fix(case)
+            response = case.call(base_url=base_url, session=session, timeout=60)
+            found.calls += 1
+            found.answered.setdefault(case.operation.label, set()).add(response.status_code)
             problem = ""
             try:
                 case.validate_response(response, checks=[not_a_server_error])
             except Exception as error:  # schemathesis' check failures
                 problem = f"{type(error).__name__}: {error}"
             problem = problem or not_json(response)
-            if problem and case.operation.label not in failures:
-                failures[case.operation.label] = (
+            if problem and case.operation.label not in found.failures:
+                found.failures[case.operation.label] = (
                     f"{problem}\n  request: {case.as_curl_command()}\n"
                     f"  response: {response.status_code} {response.content[:500]!r}"
                 )
@@ -138,22 +165,66 @@ def test_no_operation_answers_a_server_error_or_a_body_that_is_not_json(gateway_
         except Unsatisfiable:
             # Nothing to make invalid (every input a free string): the positive pass covers it.
             assert mode is NEGATIVE, operation.label
-            unnegatable.append(operation.label)
+            found.unnegatable.append(operation.label)
 
     for operation in operations:
-        passes = PASSES + ([SAMPLING_PASS] if operation.label in GENERATION else [])
-        for mode, examples, sampling_only in passes:
-            fuzz(operation, mode, examples, sampling_only)
+        for mode, examples, fix in passes(operation.label):
+            fuzz(operation, mode, examples, fix)
+    return found
 
-    assert not failures, "\n\n".join(f"{label}: {text}" for label, text in failures.items())
+
+def rest_passes(label: str) -> list[tuple[Any, int, Fix | None]]:
+    extra = [(POSITIVE, 10, with_generated_sampling)] if label in GENERATION else []
+    return [(POSITIVE, 10, None), (NEGATIVE, 5, None), *extra]
+
+
+def test_no_operation_answers_a_server_error_or_a_body_that_is_not_json(gateway_url: str) -> None:
+    served = httpx.get(f"{gateway_url}/openapi.json", timeout=30)
+    assert served.status_code == 200
+    found = fuzz_document(served.json(), gateway_url, rest_passes)
+    assert found.operations >= 40, found.operations
+    assert not found.failures, "\n\n".join(f"{k}: {v}" for k, v in found.failures.items())
     # Only operations whose inputs are all free strings (ids in the path) have no invalid form.
-    assert len(unnegatable) < len(operations) // 2, unnegatable
-    assert calls >= len(operations) * 8
+    assert len(found.unnegatable) < found.operations // 2, found.unnegatable
+    assert found.calls >= found.operations * 8
     # Not only refusals: valid requests got through to the services (generation included).
-    succeeded = {label for label, codes in answered.items() if any(c < 300 for c in codes)}
-    assert len(succeeded) >= 10, answered
-    assert succeeded >= GENERATION, {label: answered[label] for label in GENERATION}
-    print({label: sorted(codes) for label, codes in answered.items()})
+    assert len(found.succeeded()) >= 10, found.answered
+    assert found.succeeded() >= GENERATION, {label: found.answered[label] for label in GENERATION}
+
+
+OPENAI_GENERATION = {"POST /chat/completions", "POST /completions"}
+
+
+def with_the_served_model(case: Any) -> None:
+    """A generated chat or completion body with the served model and at most 8 new tokens each
+    (generated `n` and `max_tokens` could otherwise ask the tiny model for thousands), so that
+    the other generated fields reach the engine."""
+    if not isinstance(case.body, dict):
+        return
+    case.body["model"] = "llmops-tiny"
+    for name in ("max_tokens", "max_completion_tokens"):
+        if isinstance(case.body.get(name), int):
+            case.body[name] = max(1, min(case.body[name], 8))
+    if "max_completion_tokens" not in case.body:
+        case.body.setdefault("max_tokens", 8)
+
+
+def openai_passes(label: str) -> list[tuple[Any, int, Fix | None]]:
+    extra = [(POSITIVE, 15, with_the_served_model)] if label in OPENAI_GENERATION else []
+    return [(POSITIVE, 8, None), (NEGATIVE, 5, None), *extra]
+
+
+def test_no_openai_operation_answers_a_server_error_or_a_body_that_is_not_json(
+    gateway_url: str,
+) -> None:
+    """The same over the OpenAI-compatible routes, from their own document
+    (`/openai/v1/openapi.json`): streams are server-sent events, errors OpenAI's JSON shape."""
+    served = httpx.get(f"{gateway_url}/openai/v1/openapi.json", timeout=30)
+    assert served.status_code == 200 and served.json()["openapi"].startswith("3.")
+    found = fuzz_document(served.json(), f"{gateway_url}/openai/v1", openai_passes)
+    assert found.operations == 15, found.operations
+    assert not found.failures, "\n\n".join(f"{k}: {v}" for k, v in found.failures.items())
+    assert found.succeeded() >= OPENAI_GENERATION | {"GET /models"}, found.answered
 
 
 def test_a_huge_max_new_tokens_is_refused_not_run(gateway_url: str) -> None:
