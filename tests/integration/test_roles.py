@@ -5,14 +5,18 @@ empty request, typically INVALID_ARGUMENT or NOT_FOUND, never INTERNAL) with exa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf.descriptor import MethodDescriptor
 
+import llmops
 from llmops_services.runtime.auth import ROLES, create_key
 from llmops_services.runtime.roles import METHOD_ROLES
 from scripts.gen_security_table import contract_methods, full_name
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, make_settings
+from tests.integration.helpers import make_base_model_dir
 
 REFUSALS = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 # An empty request must be answered by the real handler's validation or lookup: neither a bug, nor
@@ -77,3 +81,27 @@ async def test_every_rpc_needs_exactly_its_role(server: ServerThread) -> None:
             if code in REFUSALS or code in NEVER:
                 wrong.append(f"{name} as {needed}: {code.name} {details}")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_a_protected_alias_is_deleted_by_an_admin_only(data_dir: Path, tmp_path: Path) -> None:
+    """Taking `production` needs a passing gate or an admin's force; removing it, and with it
+    what `name@production` serves, needs an admin too. Other aliases stay a writer's."""
+    server = ServerThread(make_settings(data_dir, protected_aliases=["production"])).start()
+    try:
+        platform = server.process.platform
+        assert platform is not None
+        admin = create_key(platform.db, "admin", "admin").secret
+        writer = create_key(platform.db, "writer", "writer").secret
+        with llmops.Client(server.address, api_key=admin, timeout=30) as as_admin:
+            as_admin.models.create("m", str(make_base_model_dir(tmp_path)))
+            as_admin.models.set_alias("m", "production", force=True)
+            as_admin.models.set_alias("m", "staging")
+        with llmops.Client(server.address, api_key=writer, timeout=30) as as_writer:
+            with pytest.raises(llmops.PermissionDenied, match="only an admin may delete"):
+                as_writer.models.delete_alias("m", "production")
+            as_writer.models.delete_alias("m", "staging")
+        with llmops.Client(server.address, api_key=admin, timeout=30) as as_admin:
+            as_admin.models.delete_alias("m", "production")
+            assert [a.alias for a in as_admin.models.aliases("m")] == []
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from llmops.v1 import registry_service_pb2 as pb
 from llmops.v1 import registry_service_pb2_grpc as pb_grpc
 from llmops_services.context import Platform
 from llmops_services.db.tables import ModelAliasRow, ModelRow
-from llmops_services.errors import FieldViolation, InvalidArgument
+from llmops_services.errors import FieldViolation, InvalidArgument, PermissionDenied
 from llmops_services.eval import promotion
 from llmops_services.registry import convert, datasets, models, templates
 from llmops_services.registry.names import check_slug, require
@@ -257,9 +257,16 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     ) -> empty_pb2.Empty:
         require("model_name", request.model_name)
         require("alias", request.alias)
-        actor = current_principal().key_id
+        principal = current_principal()
+        if request.alias in self.platform.settings.protected_aliases and principal.role != "admin":
+            # taking a protected alias needs a passing gate or an admin; removing it (and so
+            # what `name@production` serves) is no lighter a change
+            raise PermissionDenied(
+                f"only an admin may delete the protected alias {request.alias!r}; key "
+                f"{principal.key_id} is {principal.role}"
+            )
         await self.db.run(
-            lambda s: models.delete_alias(s, request.model_name, request.alias, actor)
+            lambda s: models.delete_alias(s, request.model_name, request.alias, principal.key_id)
         )
         return empty_pb2.Empty()
 
