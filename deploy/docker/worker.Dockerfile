@@ -10,15 +10,16 @@ FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 FROM nvidia/cuda:13.0.0-base-ubuntu24.04 AS build
 COPY --from=uv /uv /usr/local/bin/uv
-# Ubuntu 24.04 ships Python 3.12; the lock needs 3.11, so uv installs a standalone CPython 3.11
-# into /opt/python (copied into the final stage at the same path the venv points to).
+# Ubuntu 24.04 ships Python 3.12; the lock needs 3.11, so uv installs a standalone CPython 3.11.14
+# (the services image's version) into /opt/python (copied into the final stage at the same path the venv points to).
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed \
+    UV_PYTHON=3.11.14 \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
-RUN uv python install 3.11
+RUN uv python install 3.11.14
 COPY pyproject.toml uv.lock ./
 COPY clients/python/pyproject.toml clients/python/pyproject.toml
 COPY ml/pyproject.toml ml/pyproject.toml
