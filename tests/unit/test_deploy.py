@@ -186,6 +186,31 @@ def test_dashboard_uses_metrics_the_code_exposes() -> None:
         assert topic in titles
 
 
+def test_worker_threads_match_the_cores_requested(rendered: dict[str, list[Manifest]]) -> None:
+    for overlay in OVERLAYS:
+        spec = _kind(rendered[overlay], "Deployment")["llmops-worker"]["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert container["args"] == ["worker", "--threads", "$(WORKER_THREADS)"]
+        threads = {e["name"]: e.get("value") for e in container["env"]}["WORKER_THREADS"]
+        assert threads == str(container["resources"]["requests"]["cpu"]), overlay
+
+
+def test_compose_runs_the_stack_and_scrapes_it() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
+    wanted = {"postgres", "redis", "minio", "migrate", "services", "worker", "gateway"}
+    wanted |= {"otel-collector", "jaeger", "prometheus", "grafana", "vllm"}
+    assert wanted <= set(compose["services"])
+    default = {n for n, s in compose["services"].items() if "profiles" not in s}
+    assert {"services", "worker", "gateway", "prometheus", "grafana"} <= default
+    prometheus = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    targets = json.dumps(prometheus["scrape_configs"])
+    for target in ("services:9464", '"worker"', "vllm:8000", "otel-collector:8888"):
+        assert target in targets
+    assert compose["services"]["services"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
 def test_images_are_pinned() -> None:
     compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
     for name, service in compose["services"].items():
