@@ -26,6 +26,9 @@ COPY ml/pyproject.toml ml/pyproject.toml
 COPY workers/pyproject.toml workers/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-install-workspace ${UV_SYNC_ARGS}
+# Editable installs (uv's default for workspace members), not --no-editable: the services and
+# workers find config/ (prompt templates, bundled datasets, eval gates) relative to their source
+# files in the repository layout, which /app keeps.
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen ${UV_SYNC_ARGS}
