@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 SYSTEM_PYTHON := $(shell command -v python3)
 UV ?= $(SYSTEM_PYTHON) -m uv
+# for scripts that install tools of their own with it (scripts/check_deploy.sh, also under pytest)
+export UV
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)

