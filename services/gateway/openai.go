@@ -8,9 +8,9 @@ package main
 
 import (
 	"bytes"
-	_ "embed"
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
