@@ -5,11 +5,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from llmops_services.jobs.private_redis import free_port
 
 
 def _binaries() -> Path:
@@ -17,12 +18,6 @@ def _binaries() -> Path:
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql")
     return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrivatePostgres:
@@ -41,7 +36,7 @@ class PrivatePostgres:
             as_postgres = ["runuser", "-u", "postgres", "--"]
         run = [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-U", "postgres"]
         subprocess.run([*run, "-A", "trust", "--no-sync"], check=True, capture_output=True)
-        self.port = _free_port()
+        self.port = free_port()
         self._options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._pg_ctl = [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data)]
         self._pg_ctl += ["-l", str(root / "log")]

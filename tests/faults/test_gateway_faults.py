@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from llmops_services.gateway import GatewayProcess
-from llmops_services.jobs.private_redis import PrivateRedis
-from tests.faults.test_services_restart import ServicesProcess, free_port
+from llmops_services.jobs.private_redis import free_port
+from tests.faults.processes import ServicesProcess
 from tests.integration.helpers import make_base_model_dir
 from tests.integration.workers import until
 
@@ -42,10 +42,8 @@ class Gateway(GatewayProcess):
 
 @pytest.mark.timeout(300)
 def test_the_gateway_answers_503_while_the_services_restart_and_recovers_by_itself(
-    tmp_path: Path, binary: Path
+    tmp_path: Path, binary: Path, services: ServicesProcess
 ) -> None:
-    redis_server = PrivateRedis(tmp_path / "redis").start()
-    services = ServicesProcess(tmp_path / "data", redis_server.url).start()
     gateway = Gateway(binary, services.address, free_port())
     answers: list[tuple[float, float, int]] = []  # (sent, seconds, status)
     stop = threading.Event()
@@ -83,16 +81,12 @@ def test_the_gateway_answers_503_while_the_services_restart_and_recovers_by_itse
     finally:
         stop.set()
         gateway.stop()
-        services.stop()
-        redis_server.stop()
 
 
 @pytest.mark.timeout(300)
 def test_clients_that_retry_lose_nothing_when_the_gateway_restarts(
-    tmp_path: Path, binary: Path
+    tmp_path: Path, binary: Path, services: ServicesProcess
 ) -> None:
-    redis_server = PrivateRedis(tmp_path / "redis").start()
-    services = ServicesProcess(tmp_path / "data", redis_server.url).start()
     port = free_port()
     gateway = Gateway(binary, services.address, port)
     keys = [f"job-{n}" for n in range(40)]
@@ -156,5 +150,3 @@ def test_clients_that_retry_lose_nothing_when_the_gateway_restarts(
         assert retried[0] > 0  # the restart was felt
     finally:
         gateway.stop()
-        services.stop()
-        redis_server.stop()

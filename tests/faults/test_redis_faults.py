@@ -21,16 +21,9 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def stack(data_dir: Path, own_redis: PrivateRedis) -> Iterator[ServerThread]:
+def stack(data_dir: Path, redis_server: PrivateRedis) -> Iterator[ServerThread]:
     settings = make_settings(
-        data_dir, redis_url=own_redis.url, job_lease_seconds=8, reconcile_seconds=0.5
+        data_dir, redis_url=redis_server.url, job_lease_seconds=8, reconcile_seconds=0.5
     )
     running = ServerThread(settings).start()
     yield running
@@ -40,7 +33,7 @@ def stack(data_dir: Path, own_redis: PrivateRedis) -> Iterator[ServerThread]:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("loss", ["flush", "restart"])
 def test_no_job_is_lost_or_run_twice_when_redis_loses_everything(
-    stack: ServerThread, own_redis: PrivateRedis, tiny_model: Path, loss: str
+    stack: ServerThread, redis_server: PrivateRedis, tiny_model: Path, loss: str
 ) -> None:
     workers = Workers(stack)
     try:
@@ -55,11 +48,11 @@ def test_no_job_is_lost_or_run_twice_when_redis_loses_everything(
             until(lambda: client.training.get(jobs[0].id).progress.step >= 2, 240, "training")
             assert client.training.get(jobs[2].id).state == jobs_pb2.JOB_STATE_QUEUED
             if loss == "flush":
-                redis.Redis.from_url(own_redis.url).flushall()
+                redis.Redis.from_url(redis_server.url).flushall()
             else:
-                port = own_redis.port
-                own_redis.stop()
-                own_redis.start(port=port)
+                port = redis_server.port
+                redis_server.stop()
+                redis_server.start(port=port)
 
             def ended() -> bool:
                 return all(client.training.get(j.id).state in TERMINAL for j in jobs)

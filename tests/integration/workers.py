@@ -29,14 +29,21 @@ TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JO
 class Workers:
     """Worker processes of one stack, as `llmops worker` starts them."""
 
-    def __init__(self, server: ServerThread) -> None:
-        self.env = {
-            **os.environ,
-            "LLMOPS_REDIS_URL": server.settings.redis_url,
-            "LLMOPS_JOB_LEASE_SECONDS": "8",
-        }
-        self.redis_url = server.settings.redis_url
-        self.data_dir = server.settings.data_dir
+    def __init__(
+        self,
+        server: ServerThread | None = None,
+        *,
+        redis_url: str = "",
+        data_dir: Path | None = None,
+    ) -> None:
+        """Workers of `server`'s stack, or of the stack on `redis_url` and `data_dir` (a
+        services process of a test's own)."""
+        if server is not None:
+            redis_url, data_dir = server.settings.redis_url, server.settings.data_dir
+        assert redis_url and data_dir is not None
+        self.env = {**os.environ, "LLMOPS_REDIS_URL": redis_url, "LLMOPS_JOB_LEASE_SECONDS": "8"}
+        self.redis_url = redis_url
+        self.data_dir = data_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:

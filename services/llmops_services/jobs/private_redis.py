@@ -36,7 +36,7 @@ class PrivateRedis:
                 "redis-server is not installed (apt-get install redis-server), "
                 "or set LLMOPS_REDIS_URL to a running Redis"
             )
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self.directory)]
@@ -72,7 +72,8 @@ class PrivateRedis:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
