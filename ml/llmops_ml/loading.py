@@ -52,11 +52,20 @@ SAFE_LOADING: dict[str, Any] = {
     "local_files_only": True,
 }
 """How every model and tokenizer is loaded: weights only from safetensors (never a pickle, which
-`torch.load` would run), no code shipped with a model, and nothing fetched from a hub."""
+`torch.load` would run), no code shipped with a model, and nothing fetched from a hub. The one
+exception is `trust_remote_code`, which callers pass for a model an admin registered with it
+(the registry's `Model.trust_remote_code`): that model's own code is then imported."""
+
+
+def _loading(trust_remote_code: bool) -> dict[str, Any]:
+    return {**SAFE_LOADING, "trust_remote_code": trust_remote_code}
 
 
 def load_tokenizer(
-    model_dir: Path, *, padding_side: Literal["left", "right"] | None = None
+    model_dir: Path,
+    *,
+    padding_side: Literal["left", "right"] | None = None,
+    trust_remote_code: bool = False,
 ) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token (the EOS token when it has none).
 
@@ -64,7 +73,7 @@ def load_tokenizer(
     batch ends at the same column; training keeps the tokenizer's own side.
     """
     tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
-        str(model_dir), trust_remote_code=False, local_files_only=True
+        str(model_dir), trust_remote_code=trust_remote_code, local_files_only=True
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -91,6 +100,7 @@ def load_model(
     four_bit: bool = False,
     double_quant: bool = True,
     flattened_batches: bool = False,
+    trust_remote_code: bool = False,
 ) -> Any:
     """A causal LM on the placement's device in its dtype, optionally quantized to 4-bit NF4.
 
@@ -98,7 +108,7 @@ def load_model(
     sequence of a flattened batch to itself at the cost of a padded batch (`flattened_attention`).
     A 4-bit model has `disable_cpu_inference_repack` applied before it is returned.
     """
-    options: dict[str, Any] = {"dtype": placement.dtype, **SAFE_LOADING}
+    options: dict[str, Any] = {"dtype": placement.dtype, **_loading(trust_remote_code)}
     if flattened_batches:
         options["attn_implementation"] = flattened_attention()
     if not four_bit:
@@ -191,14 +201,20 @@ def attach_adapter(model: Any, adapter_dir: Path, name: str) -> None:
         model.load_adapter(str(adapter_dir), adapter_name=name)
 
 
-def load_merged(model_dir: Path, adapter_dir: Path | None, placement: Placement) -> Any:
+def load_merged(
+    model_dir: Path,
+    adapter_dir: Path | None,
+    placement: Placement,
+    *,
+    trust_remote_code: bool = False,
+) -> Any:
     """The base model with the adapter merged into its weights (the base alone without one).
 
     Merged rather than kept as a PEFT wrapper: a forward is then a plain forward of the base
     architecture, with nothing left of LoRA to compute per token. What evaluation and a
     distillation teacher run, and what `merge.merge_adapter` writes to disk.
     """
-    model = load_model(model_dir, placement)
+    model = load_model(model_dir, placement, trust_remote_code=trust_remote_code)
     if adapter_dir is None:
         return model
     return load_adapter(model, adapter_dir, trainable=False).merge_and_unload()
@@ -229,13 +245,18 @@ def eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 
 
 def load_for_inference(
-    model_dir: Path, adapter_dir: Path | None = None, *, placement: Placement | None = None
+    model_dir: Path,
+    adapter_dir: Path | None = None,
+    *,
+    placement: Placement | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """The merged model in eval mode with a left-padding tokenizer, on `placement` (by default
     the GPU in bfloat16 when CUDA is there, else the CPU in float32)."""
     where = placement if placement is not None else choose()
-    tokenizer = load_tokenizer(model_dir, padding_side="left")
-    model = load_merged(model_dir, adapter_dir, where)
+    trust = trust_remote_code
+    tokenizer = load_tokenizer(model_dir, padding_side="left", trust_remote_code=trust)
+    model = load_merged(model_dir, adapter_dir, where, trust_remote_code=trust)
     model.eval()
     log.info("loaded %s on %s (%s)", model_dir, where.device, model.dtype)
     return LoadedModel(model, tokenizer, where.device, eos_ids(model, tokenizer))

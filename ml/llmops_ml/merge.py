@@ -20,7 +20,12 @@ __all__ = ["merge_adapter"]
 
 
 def merge_adapter(
-    base_dir: Path, adapter_dir: Path, output_dir: Path, *, placement: Placement = CPU
+    base_dir: Path,
+    adapter_dir: Path,
+    output_dir: Path,
+    *,
+    placement: Placement = CPU,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Writes base + adapter, merged, to `output_dir` atomically; returns `output_dir`.
 
@@ -31,9 +36,10 @@ def merge_adapter(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
-        model = load_merged(base_dir, adapter_dir, placement)
+        trust = trust_remote_code  # the base's code is saved beside the merged weights
+        model = load_merged(base_dir, adapter_dir, placement, trust_remote_code=trust)
         model.save_pretrained(str(temporary))
-        load_tokenizer(base_dir).save_pretrained(str(temporary))
+        load_tokenizer(base_dir, trust_remote_code=trust).save_pretrained(str(temporary))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(temporary, output_dir)

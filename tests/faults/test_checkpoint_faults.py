@@ -1,10 +1,10 @@
 """A checkpoint write that fails partway, as on a full disk: after the job's first complete
 checkpoint, its process's file size limit is lowered (`prlimit`, RLIMIT_FSIZE) so that writing
-the next checkpoint fails mid-write with an OSError, as writing to a full disk does (Python
-ignores SIGXFSZ, so the write gets EFBIG where a full disk gives ENOSPC). The job's events say
-what happened, the half-written checkpoint is never used (a checkpoint counts only
-with its completeness marker, written last), the next attempt resumes from the previous one,
-and the job ends with one model."""
+the next checkpoint fails mid-write, as writing to a full disk does (Python ignores SIGXFSZ, so
+the write gets EFBIG where a full disk gives ENOSPC). The job's events say what happened (a
+checkpoint write failed, at which step, in the writing library's own words), the half-written
+checkpoint is never used (a checkpoint counts only with its completeness marker, written
+last), the next attempt resumes from the previous one, and the job ends with one model."""
 
 from __future__ import annotations
 
@@ -42,8 +42,11 @@ def test_a_checkpoint_write_that_fails_partway_leaves_the_last_one_to_resume_fro
         assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error.message
         assert done.attempt == 2
         messages = [e.message for e in client.training.events(job.id)]
-        failed = "attempt 1 failed (OSError: [Errno 27] File too large)"
-        assert any(failed in m for m in messages), [m for m in messages if m]
+        # which file the limit stops first (the adapter's safetensors, torch's optimizer
+        # state, the trainer's JSON) depends on timing, and each library words it its own way
+        failed = [m for m in messages if "attempt 1 failed (CheckpointWriteError: " in m]
+        assert failed, [m for m in messages if m]
+        assert "writing the checkpoint of step " in failed[0], failed
         resumed = [m for m in messages if "attempt 2 resumes from step-" in m]
         assert resumed, messages
         assert int(resumed[0].rsplit("step-", 1)[1].split()[0]) in kept  # a complete one

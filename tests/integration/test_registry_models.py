@@ -161,9 +161,6 @@ async def test_only_safe_loadable_models_and_sane_adapters_are_registered(
     stray = make_base_model_dir(tmp_path, "stray")
     (stray / "model.safetensors").rename(stray / "other.safetensors")
     (stray / "pytorch_model.bin").write_bytes(b"\x80\x02pickle")
-    custom = make_base_model_dir(tmp_path, "custom")
-    config = json.loads((custom / "config.json").read_text())
-    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
     pickled_adapter = make_adapter_dir(tmp_path, "pickled")
     (pickled_adapter / "adapter_model.safetensors").rename(pickled_adapter / "w.safetensors")
     (pickled_adapter / "adapter_model.bin").write_bytes(b"\x80\x02pickle")
@@ -176,7 +173,6 @@ async def test_only_safe_loadable_models_and_sane_adapters_are_registered(
 
     cases: list[tuple[pb.CreateModelRequest, str]] = [
         (base_model("x", stray), "needs model.safetensors"),
-        (base_model("x", custom), "custom code"),
         (adapter_request("x", pickled_adapter, base.id), "needs adapter_model.safetensors"),
         (adapter_request("x", adapter_with("huge", r=100_000), base.id), "rank"),
         (adapter_request("x", adapter_with("zero", r=0), base.id), "rank"),
@@ -192,6 +188,42 @@ async def test_only_safe_loadable_models_and_sane_adapters_are_registered(
     linear = adapter_with("linear", target_modules="all-linear", r=16)
     assert (await registry.CreateModel(adapter_request("ok", linear, base.id))).name == "ok"
     assert await model_count(registry) == 2
+
+
+async def test_a_model_that_ships_code_is_registered_only_as_trusted(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """An `auto_map` in config.json is code that loading would import: refused unless the
+    model is registered with trust_remote_code (auth is off here, so the caller is an admin;
+    tests/integration/test_roles.py refuses it to a writer). Adapters take their base's."""
+    custom = make_base_model_dir(tmp_path, "custom")
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
+    details = await expect_error(registry.CreateModel(base_model("custom", custom)), INVALID)
+    assert set(details.fields) == {"model.trust_remote_code"}, details.violations
+    assert (
+        "needs trust_remote_code, set by an admin" in details.violations["model.trust_remote_code"]
+    )
+    assert await model_count(registry) == 0
+
+    trusted = base_model("custom", custom)
+    trusted.model.trust_remote_code = True
+    base = await registry.CreateModel(trusted)
+    assert base.trust_remote_code
+    plain = await registry.CreateModel(base_model("plain", make_base_model_dir(tmp_path)))
+    assert not plain.trust_remote_code
+
+    adapter_dir = make_adapter_dir(tmp_path)
+    adapter = await registry.CreateModel(adapter_request("tuned", adapter_dir, base.id))
+    assert adapter.trust_remote_code  # its base's, shown where it is read
+    assert not (
+        await registry.CreateModel(adapter_request("t2", adapter_dir, plain.id))
+    ).trust_remote_code
+    marked = adapter_request("t3", adapter_dir, plain.id)
+    marked.model.trust_remote_code = True
+    details = await expect_error(registry.CreateModel(marked), INVALID)
+    assert set(details.fields) == {"model.trust_remote_code"}, details.violations
+    assert await model_count(registry) == 4
 
 
 async def test_unknown_references_are_not_found(registry: Registry, tmp_path: Path) -> None:

@@ -105,3 +105,27 @@ def test_a_protected_alias_is_deleted_by_an_admin_only(data_dir: Path, tmp_path:
             assert [a.alias for a in as_admin.models.aliases("m")] == []
     finally:
         server.stop()
+
+
+def test_only_an_admin_registers_a_model_whose_code_may_run(data_dir: Path, tmp_path: Path) -> None:
+    """trust_remote_code lets a model's own code run in every worker and Inference process that
+    loads it, so a writer may register models but not that flag."""
+    server = ServerThread(make_settings(data_dir)).start()
+    try:
+        platform = server.process.platform
+        assert platform is not None
+        admin = create_key(platform.db, "admin", "admin").secret
+        writer = create_key(platform.db, "writer", "writer").secret
+        with llmops.Client(server.address, api_key=writer, timeout=30) as as_writer:
+            with pytest.raises(llmops.PermissionDenied, match="only an admin may register"):
+                as_writer.models.create(
+                    "m", str(make_base_model_dir(tmp_path)), trust_remote_code=True
+                )
+            assert not as_writer.models.create("m", str(tmp_path / "base-model")).trust_remote_code
+        with llmops.Client(server.address, api_key=admin, timeout=30) as as_admin:
+            assert as_admin.models.create(
+                "m", str(tmp_path / "base-model"), trust_remote_code=True
+            ).trust_remote_code
+            assert [m.version for m in as_admin.models.list(name="m")] == [2, 1]
+    finally:
+        server.stop()

@@ -364,6 +364,16 @@ def test_latest_complete_ignores_partial_and_staging_dirs(tmp_path: Path) -> Non
     assert ckpt.latest_complete(tmp_path) == published  # step-20 has no marker
 
 
+def test_a_failed_checkpoint_write_names_the_step_and_keeps_the_cause(tmp_path: Path) -> None:
+    gone = ckpt.checkpoints_root(tmp_path) / ".staging-gone"  # as if the disk lost it
+    with pytest.raises(ckpt.CheckpointWriteError) as raised, ckpt.writing(12):
+        ckpt.publish(gone, tmp_path, 12, {})
+    message = str(raised.value)
+    assert message.startswith("writing the checkpoint of step 12 failed (FileNotFoundError: ")
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
+    assert ckpt.latest_complete(tmp_path) is None
+
+
 # ---- QLoRA --------------------------------------------------------------------------------------
 
 

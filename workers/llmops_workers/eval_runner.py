@@ -91,6 +91,7 @@ async def eval_attempt(
         batch_size=int(generation.get("batch_size", 16)),
         limit=int(settings.get("limit", 0)),
         threads=threads,
+        trust_remote_code=inputs.trust_remote_code,
     )
     with telemetry.phase("evaluate"):
         outcome = await supervise(platform, this, spec, exiting)

@@ -23,6 +23,8 @@ class MergeSpec:
     adapter_dir: Path
     output_dir: Path
     threads: int = 1
+    trust_remote_code: bool = False
+    """Whether the base model's own code may run (`Model.trust_remote_code`, set by an admin)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ def run_merge(spec: MergeSpec, events: MergeEvents) -> MergeResult:
 
     events.on_start(1)
     began = time.monotonic()
-    merged = merge_adapter(spec.base_dir, spec.adapter_dir, spec.output_dir)
+    merged = merge_adapter(
+        spec.base_dir, spec.adapter_dir, spec.output_dir, trust_remote_code=spec.trust_remote_code
+    )
     seconds = time.monotonic() - began
     events.on_progress(1, 1, {"merge_seconds": seconds})
     return MergeResult("completed", merged, seconds)

@@ -94,7 +94,7 @@ async def merge_attempt(
         log.exception("could not resolve the inputs of %s", job.id)
         return finish_merge(platform, this, Error("internal", f"resolving inputs: {error}"))
     target = output_dir(platform, job)
-    spec = MergeSpec(inputs.base_dir, inputs.adapter_dir, target, threads)
+    spec = MergeSpec(inputs.base_dir, inputs.adapter_dir, target, threads, inputs.trust_remote_code)
     with telemetry.phase("merge"):
         outcome = await supervise(platform, this, spec, exiting)
     if isinstance(outcome, LeaseLost | HandedBack):

@@ -33,6 +33,9 @@ class Inputs:
     teacher_model_dir: Path | None
     teacher_adapter_dir: Path | None
     parent_adapter_dir: Path | None
+    trust_remote_code: bool = False
+    """The base model's `trust_remote_code`, set by an admin at registration."""
+    teacher_trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class EvalInputs:
     adapter_dir: Path | None
     dataset_file: Path
     template: str | None
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class MergeInputs:
     adapter: registry_pb.Model
     adapter_dir: Path
     base_dir: Path
+    trust_remote_code: bool = False
 
 
 def registry_address(settings: Settings) -> str:
@@ -135,16 +140,19 @@ class RegistryLink:
             validation = self._local(checked.uri)
         template = await self._template(job)
         teacher_dir = teacher_adapter = None
+        teacher_trusted = False
         if job.teacher_model_id:
             teacher = await self.client.models.get(job.teacher_model_id)
+            teacher_trusted = teacher.trust_remote_code  # an adapter's is its base's
             if teacher.kind == registry_pb.MODEL_KIND_ADAPTER:
                 teacher_adapter = self._local(teacher.uri)
                 teacher_dir = await self._model_dir(teacher.origin.base_model)
             else:
                 teacher_dir = self._local(teacher.uri)
         parent = await self._model_dir(job.parent_model_id) if job.parent_model_id else None
+        base = await self.client.models.get(job.model_id)
         return Inputs(
-            base_model_dir=await self._model_dir(job.model_id),
+            base_model_dir=self._local(base.uri),
             train_file=self._local(dataset.uri),
             dataset_sha256=dataset.sha256,
             validation_file=validation,
@@ -152,6 +160,8 @@ class RegistryLink:
             teacher_model_dir=teacher_dir,
             teacher_adapter_dir=teacher_adapter,
             parent_adapter_dir=parent,
+            trust_remote_code=base.trust_remote_code,
+            teacher_trust_remote_code=teacher_trusted,
         )
 
     async def eval_inputs(self, job: JobRow) -> EvalInputs:
@@ -163,7 +173,11 @@ class RegistryLink:
             adapter = model_dir
             model_dir = await self._model_dir(model.origin.base_model)
         dataset = await self.client.datasets.get(job.dataset_id)
-        return EvalInputs(model_dir, adapter, self._local(dataset.uri), await self._template(job))
+        template = await self._template(job)
+        # an adapter's trust_remote_code is its base's (the registry copies it)
+        return EvalInputs(
+            model_dir, adapter, self._local(dataset.uri), template, model.trust_remote_code
+        )
 
     async def register(
         self, job: JobRow, produced: Path, adapter: bool, metrics: dict[str, float], sha256: str
@@ -201,7 +215,8 @@ class RegistryLink:
         if adapter.kind != registry_pb.MODEL_KIND_ADAPTER:  # checked at creation; ids are fixed
             raise ValueError(f"{adapter.id} is not an adapter")
         base_dir = await self._model_dir(adapter.origin.base_model)
-        return MergeInputs(adapter, self._local(adapter.uri), base_dir)
+        trusted = adapter.trust_remote_code  # its base's
+        return MergeInputs(adapter, self._local(adapter.uri), base_dir, trusted)
 
     async def register_merged(
         self, job: JobRow, produced: Path, adapter: registry_pb.Model

@@ -93,6 +93,8 @@ def build_spec(
         parent_adapter_dir=inputs.parent_adapter_dir,
         resume_from=resume,
         threads=threads,
+        trust_remote_code=inputs.trust_remote_code,
+        teacher_trust_remote_code=inputs.teacher_trust_remote_code,
     )
 
 

@@ -172,6 +172,7 @@ def create_model(
     origin: registry_service_pb2.ModelOrigin | None,
     metrics: Mapping[str, float] | None,
     idempotency_key: str,
+    trust_remote_code: bool = False,
 ) -> registry_service_pb2.CreateModelRequest:
     model = registry_service_pb2.Model(
         name=_required("name", name),
@@ -179,6 +180,7 @@ def create_model(
         kind=enums.model_kind(kind),
         description=description,
         metrics=dict(metrics or {}),
+        trust_remote_code=trust_remote_code,
     )
     if origin is not None:
         model.origin.CopyFrom(origin)

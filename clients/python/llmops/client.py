@@ -276,8 +276,12 @@ class Models:
         origin: registry_service_pb2.ModelOrigin | None = None,
         metrics: Mapping[str, float] | None = None,
         idempotency_key: str = "",
+        trust_remote_code: bool = False,
     ) -> registry_service_pb2.Model:
-        """Registers a model from a Hugging Face model directory, URL or hub id."""
+        """Registers a model from a Hugging Face model directory, URL or hub id.
+
+        `trust_remote_code` lets the code the model ships (its config's `auto_map`) run
+        wherever it is loaded; only an admin key may set it."""
         request = req.create_model(
             name=name,
             uri=uri,
@@ -287,6 +291,7 @@ class Models:
             origin=origin,
             metrics=metrics,
             idempotency_key=idempotency_key,
+            trust_remote_code=trust_remote_code,
         )
         return self._t.unary(self._stub.CreateModel, request)
 

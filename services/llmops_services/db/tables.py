@@ -96,6 +96,8 @@ class ModelRow(Base):
     architecture: Mapped[str] = mapped_column(String(128), default="")
     tokenizer_sha256: Mapped[str] = mapped_column(String(64), default="")
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    trust_remote_code: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Set only by an admin (base and merged models) or taken from the base (adapters)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 

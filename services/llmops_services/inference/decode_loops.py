@@ -114,8 +114,11 @@ class DecodeCore:
         from llmops_ml.batching import BatchEngine
 
         where = placement.choose(settings.device)
-        tokenizer = loading.load_tokenizer(files.base_dir, padding_side="left")
-        model = loading.load_model(files.base_dir, where)
+        trust = files.trust_remote_code
+        tokenizer = loading.load_tokenizer(
+            files.base_dir, padding_side="left", trust_remote_code=trust
+        )
+        model = loading.load_model(files.base_dir, where, trust_remote_code=trust)
         model.eval()
         self.context_length = int(model.config.max_position_embeddings)
         self.model = loading.with_idle_adapter(model)

@@ -28,6 +28,8 @@ class ModelFiles:
     adapter_id: str | None = None
     adapter_dir: Path | None = None
     adapter_bytes: int = 0
+    trust_remote_code: bool = False
+    """The base's `Model.trust_remote_code` (set by an admin): its own code may be imported."""
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,9 @@ class LoadedBase:
             self.loop = ProcessLoop(files, loop_settings, self)
         else:
             self.loop = ThreadLoop(files, loop_settings, self)
-        self.tokenizer = load_tokenizer(files.base_dir, self.loop.context_length)
+        self.tokenizer = load_tokenizer(
+            files.base_dir, self.loop.context_length, trust_remote_code=files.trust_remote_code
+        )
 
     # Reports of the loop (on its thread)
 

@@ -43,9 +43,11 @@ class HFTokenizer:
         return text
 
 
-def load_tokenizer(model_dir: Path, context_length: int) -> HFTokenizer:
+def load_tokenizer(
+    model_dir: Path, context_length: int, *, trust_remote_code: bool = False
+) -> HFTokenizer:
     """The tokenizer in a model's files (blocking, and imports transformers on first use: call
     it from a thread)."""
     from llmops_ml.loading import load_tokenizer as load
 
-    return HFTokenizer(load(model_dir), context_length)
+    return HFTokenizer(load(model_dir, trust_remote_code=trust_remote_code), context_length)

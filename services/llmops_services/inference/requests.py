@@ -214,7 +214,10 @@ def resolve(
     row = models.find_model(session, ref or _default_reference(session, settings))
     if row.kind != "adapter":
         files = ModelFiles(
-            base_id=row.id, base_dir=_local_dir(store, row, field), base_name=row.name
+            base_id=row.id,
+            base_dir=_local_dir(store, row, field),
+            base_name=row.name,
+            trust_remote_code=row.trust_remote_code,
         )
         return Target(model_id=row.id, files=files)
     base = session.get(ModelRow, row.base_model_id) if row.base_model_id else None
@@ -230,6 +233,7 @@ def resolve(
         adapter_id=row.id,
         adapter_dir=_local_dir(store, row, field),
         adapter_bytes=row.size_bytes,
+        trust_remote_code=base.trust_remote_code,
     )
     return Target(model_id=row.id, files=files)
 

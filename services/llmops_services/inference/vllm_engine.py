@@ -387,7 +387,10 @@ class VllmEngine:
         tokenizer = self._tokenizers.get(files.base_id)
         if tokenizer is None:
             tokenizer = await asyncio.to_thread(
-                load_tokenizer, files.base_dir, served.max_model_len
+                load_tokenizer,
+                files.base_dir,
+                served.max_model_len,
+                trust_remote_code=files.trust_remote_code,
             )
             self._tokenizers[files.base_id] = tokenizer
         return tokenizer

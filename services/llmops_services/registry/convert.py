@@ -100,6 +100,7 @@ def model(row: ModelRow, aliases: list[str]) -> pb.Model:
         aliases=sorted(aliases),
         architecture=row.architecture,
         tokenizer_sha256=row.tokenizer_sha256,
+        trust_remote_code=row.trust_remote_code,
         size_bytes=row.size_bytes,
         create_time=timestamp(row.create_time),
     )

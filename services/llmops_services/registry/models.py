@@ -65,8 +65,13 @@ def aliases_of(session: Session, model_ids: Iterable[str]) -> dict[str, list[str
     return found
 
 
-def _inspect_local_dir(field: str, path: Path, kind: str) -> tuple[str, str, int]:
-    """Checks a local model directory; returns architecture, tokenizer sha256 and weight bytes."""
+def _inspect_local_dir(
+    field: str, path: Path, kind: str, *, trust_remote_code: bool
+) -> tuple[str, str, int]:
+    """Checks a local model directory; returns architecture, tokenizer sha256 and weight bytes.
+
+    A model that ships code (an `auto_map` in its config.json) is accepted only when it is
+    registered with `trust_remote_code`, which only an admin may set (`RegistryService`)."""
     if not path.is_dir():
         raise InvalidArgument(
             f"{path} is not a directory", violations=[FieldViolation(field, "no such directory")]
@@ -96,11 +101,16 @@ def _inspect_local_dir(field: str, path: Path, kind: str) -> tuple[str, str, int
         _check_adapter_config(field, path, config)
     else:
         architecture = str((config.get("architectures") or [""])[0])
-        if "auto_map" in config:
+        if "auto_map" in config and not trust_remote_code:
             raise InvalidArgument(
-                f"{path}/config.json names custom code (auto_map): models that need "
-                "trust_remote_code are not loaded",
-                violations=[FieldViolation(field, "a model with custom code is not accepted")],
+                f"{path}/config.json names code of its own (auto_map), which runs when the model "
+                "loads: an admin must register it with trust_remote_code set",
+                violations=[
+                    FieldViolation(
+                        "model.trust_remote_code",
+                        "a model that ships code needs trust_remote_code, set by an admin",
+                    )
+                ],
             )
     digest = hashlib.sha256()
     tokenizer_found = False
@@ -189,8 +199,13 @@ def create_model(
     lineage: dict[str, object],
     metrics: dict[str, float],
     idempotency_key: str,
+    trust_remote_code: bool = False,
 ) -> ModelRow:
-    """Registers the next version of `name`, after checking its files and references."""
+    """Registers the next version of `name`, after checking its files and references.
+
+    `trust_remote_code` (the caller checked that an admin asked for it) is refused on an
+    adapter, which carries no code and always takes its base model's setting; a merged model
+    of a trusted base is trusted too."""
     if idempotency_key:
         earlier = session.scalars(
             select(ModelRow).where(ModelRow.idempotency_key == idempotency_key)
@@ -214,10 +229,22 @@ def create_model(
         ("model.origin.teacher_model", teacher_model),
     ):
         references[field] = find_model(session, ref).id if ref else None
+    base = session.get(ModelRow, references["model.origin.base_model"] or "")
+    if kind == "adapter" and trust_remote_code:
+        raise InvalidArgument(
+            "an adapter carries no code: it loads with its base model's trust_remote_code",
+            violations=[
+                FieldViolation("model.trust_remote_code", "not set on adapters; set on the base")
+            ],
+        )
+    if kind != "base" and base is not None:
+        trust_remote_code = trust_remote_code or base.trust_remote_code
     local = _local_dir(uri, store)
     architecture, tokenizer, size = "", "", 0
     if local is not None:
-        architecture, tokenizer, size = _inspect_local_dir("model.uri", local, kind)
+        architecture, tokenizer, size = _inspect_local_dir(
+            "model.uri", local, kind, trust_remote_code=trust_remote_code
+        )
         if not uri.startswith(STORE_SCHEME):
             uri = str(local)
     version = (
@@ -237,12 +264,12 @@ def create_model(
         architecture=architecture,
         tokenizer_sha256=tokenizer,
         size_bytes=size,
+        trust_remote_code=trust_remote_code,
         idempotency_key=idempotency_key or None,
         **lineage,
     )
-    if kind == "adapter" and not row.tokenizer_sha256 and row.base_model_id:
-        base = session.get(ModelRow, row.base_model_id)
-        row.tokenizer_sha256 = base.tokenizer_sha256 if base else ""
+    if kind == "adapter" and not row.tokenizer_sha256 and base is not None:
+        row.tokenizer_sha256 = base.tokenizer_sha256
     session.add(row)
     session.flush()
     return row

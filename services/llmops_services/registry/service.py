@@ -154,6 +154,12 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 "model.kind is required",
                 violations=[FieldViolation("model.kind", "must be BASE, ADAPTER or MERGED")],
             )
+        if given.trust_remote_code and (principal := current_principal()).role != "admin":
+            # the model's own code would run in every worker and Inference process that loads it
+            raise PermissionDenied(
+                f"only an admin may register a model with trust_remote_code; key "
+                f"{principal.key_id} is {principal.role}"
+            )
         origin = given.origin
         lineage: dict[str, object] = {
             "dataset_id": origin.dataset or None,
@@ -187,6 +193,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 lineage=lineage,
                 metrics=dict(given.metrics),
                 idempotency_key=request.idempotency_key,
+                trust_remote_code=given.trust_remote_code,
             )
             return self._model(session, row)
 

@@ -6,7 +6,8 @@ who may call what. Roles rank `reader` < `writer` < `admin` (`auth.ROLES`).
   rolling back or deleting an alias).
 - `admin`: deleting a model or a dataset, which loses lineage that other models, jobs and eval
   runs depend on (as MLflow's registry asks for MANAGE to delete a registered model); forcing a
-  protected alias move is checked by the promotion gate itself (`eval/promotion.py`).
+  protected alias move is checked by the promotion gate itself (`eval/promotion.py`), and
+  registering a model with `trust_remote_code` by `RegistryService.CreateModel` itself.
 
 Every RPC of the `llmops.v1` services must have a row: the server refuses to start with one that
 has none (`calls.resolve_role`), so a new RPC cannot be served before someone decides its role.

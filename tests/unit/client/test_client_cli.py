@@ -185,7 +185,7 @@ class FakeDatasets:
 
 class FakeModels:
     def __init__(self) -> None:
-        self.created: list[tuple[str, str, str, str]] = []
+        self.created: list[tuple[str, str, str, str, bool]] = []
 
     def get(self, ref: str) -> registry_service_pb2.Model:
         return registry_service_pb2.Model(
@@ -193,9 +193,9 @@ class FakeModels:
         )
 
     def create(
-        self, name: str, uri: str, kind: str, description: str
+        self, name: str, uri: str, kind: str, description: str, *, trust_remote_code: bool
     ) -> registry_service_pb2.Model:
-        self.created.append((name, uri, kind, description))
+        self.created.append((name, uri, kind, description, trust_remote_code))
         return registry_service_pb2.Model(id="mdl-2", name=name, uri=uri)
 
 
@@ -291,9 +291,12 @@ def test_models_register_sends_local_paths_absolute(
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["models", "register", "hub", "--path", "s3://bucket/model"])
     assert result.exit_code == 0, result.output
+    trusted = ["models", "register", "own", "--path", "my-model", "--trust-remote-code"]
+    assert runner.invoke(app, trusted).exit_code == 0
     assert fake.models.created == [
-        ("mine", str(tmp_path / "my-model"), "base", ""),
-        ("hub", "s3://bucket/model", "base", ""),
+        ("mine", str(tmp_path / "my-model"), "base", "", False),
+        ("hub", "s3://bucket/model", "base", "", False),
+        ("own", str(tmp_path / "my-model"), "base", "", True),
     ]
 
 

@@ -9,26 +9,51 @@ holds a whole checkpoint with its marker, or does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
     "COMPLETE_MARKER",
+    "CheckpointWriteError",
     "checkpoint_dir",
     "checkpoints_root",
     "is_complete",
     "latest_complete",
     "publish",
     "require_complete",
+    "writing",
 ]
 
 COMPLETE_MARKER = "COMPLETE"
 _PREFIX = "step-"
 log = logging.getLogger("llmops.engine")
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a file size limit, a store gone away).
+
+    The libraries that write a checkpoint's files each word this their own way (an OSError,
+    torch's `PytorchStreamWriter failed writing file`, a safetensors `IoError`), so the job's
+    event would not say what was being done; this names the step and keeps their text. The
+    worker retries it like any other internal error, from the last complete checkpoint.
+    """
+
+
+@contextlib.contextmanager
+def writing(step: int) -> Iterator[None]:
+    """Turns any failure while the checkpoint of `step` is written into `CheckpointWriteError`."""
+    try:
+        yield
+    except Exception as error:
+        cause = f"{type(error).__name__}: {error}".splitlines()[0]
+        message = f"writing the checkpoint of step {step} failed ({cause})"
+        raise CheckpointWriteError(message) from error
 
 
 def checkpoints_root(output_dir: Path) -> Path:

@@ -126,13 +126,18 @@ def load_teacher(spec: TrainingSpec) -> Any:
     if spec.teacher_model_dir is None:
         raise ValueError("distillation needs a teacher model")
     return loading.load_merged(
-        spec.teacher_model_dir, spec.teacher_adapter_dir, arguments.PLACEMENT
+        spec.teacher_model_dir,
+        spec.teacher_adapter_dir,
+        arguments.PLACEMENT,
+        trust_remote_code=spec.teacher_trust_remote_code,
     )
 
 
 def build_student(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
     """The student and its LoRA config (None for full fine-tuning or a parent adapter)."""
-    model = loading.load_model(spec.base_model_dir, arguments.PLACEMENT)
+    model = loading.load_model(
+        spec.base_model_dir, arguments.PLACEMENT, trust_remote_code=spec.trust_remote_code
+    )
     if spec.parent_adapter_dir is not None:
         return loading.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
     if arguments.flag(hp, "full_finetune"):
@@ -154,7 +159,9 @@ def check_vocabularies(student: Any, teacher: Any) -> None:
 def build_trainer(spec: TrainingSpec, staging: Path) -> LogitDistillationTrainer:
     """The trainer that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    tokenizer = loading.load_tokenizer(
+        spec.base_model_dir, trust_remote_code=spec.trust_remote_code
+    )
     train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
     evaluation = None
     if spec.validation_file is not None:

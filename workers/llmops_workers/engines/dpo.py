@@ -50,7 +50,9 @@ def dpo_config(spec: TrainingSpec, hp: Mapping[str, object], staging: Path) -> D
 
 def build_policy(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]:
     """The policy and the LoRA config to apply (None when it continues a parent adapter)."""
-    model = loading.load_model(spec.base_model_dir, arguments.PLACEMENT)
+    model = loading.load_model(
+        spec.base_model_dir, arguments.PLACEMENT, trust_remote_code=spec.trust_remote_code
+    )
     if spec.parent_adapter_dir is not None:
         return loading.load_adapter(model, spec.parent_adapter_dir, trainable=True), None
     return model, arguments.lora_config(hp)
@@ -59,7 +61,9 @@ def build_policy(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any
 def build_trainer(spec: TrainingSpec, staging: Path) -> DPOTrainer:
     """The `DPOTrainer` that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    tokenizer = loading.load_tokenizer(
+        spec.base_model_dir, trust_remote_code=spec.trust_remote_code
+    )
     rows = data.preference_rows(data.read_jsonl(spec.train_file), spec.template)
     train = data.to_dataset(rows)
     evaluation = None

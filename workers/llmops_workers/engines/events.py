@@ -99,7 +99,8 @@ class EventsBridge(TrainerCallback):
         step = int(state.global_step)
         staged = Path(str(args.output_dir)) / f"checkpoint-{step}"
         metrics = {**self.last_train, **self.last_eval}
-        path = checkpoints.publish(staged, self.output_dir, step, metrics)
+        with checkpoints.writing(step):
+            path = checkpoints.publish(staged, self.output_dir, step, metrics)
         self.last_checkpoint = path
         log.info("checkpoint %s complete", path)
         self.events.on_checkpoint(step, path, metrics)

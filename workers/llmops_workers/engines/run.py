@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from peft import PeftModel
 from transformers import PreTrainedModel, Trainer
@@ -50,10 +51,22 @@ def check_resume_source(spec: TrainingSpec) -> None:
 
 
 def attach(trainer: Trainer, bridge: EventsBridge) -> None:
-    """Adds the bridge and removes the Trainer's console printers (engines never print)."""
+    """Adds the bridge, removes the Trainer's console printers (engines never print), and
+    makes a failed checkpoint write say so (`checkpoints.CheckpointWriteError`).
+
+    The Trainer has no hook around its checkpoint writes, so its `_save_checkpoint` is wrapped
+    on this one instance (the same method for SFT, DPO and distillation trainers).
+    """
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(bridge)
+    save_checkpoint = trainer._save_checkpoint
+
+    def save_checkpoint_or_say_so(*args: Any, **kwargs: Any) -> None:
+        with checkpoints.writing(int(trainer.state.global_step)):
+            save_checkpoint(*args, **kwargs)
+
+    trainer._save_checkpoint = save_checkpoint_or_say_so  # type: ignore[method-assign]
 
 
 def train(

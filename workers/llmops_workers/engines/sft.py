@@ -58,6 +58,7 @@ def build_model(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]
         four_bit=four_bit,
         double_quant=arguments.flag(hp, "double_quant", True),
         flattened_batches=arguments.flag(hp, "packing") or arguments.flag(hp, "padding_free"),
+        trust_remote_code=spec.trust_remote_code,
     )
     if four_bit:
         model = qlora.prepare_for_kbit_training(model)
@@ -69,7 +70,9 @@ def build_model(spec: TrainingSpec, hp: Mapping[str, object]) -> tuple[Any, Any]
 def build_trainer(spec: TrainingSpec, staging: Path) -> SFTTrainer:
     """The `SFTTrainer` that `run.train` runs, checkpointing into `staging`."""
     hp = resolve_hyperparameters(spec)
-    tokenizer = loading.load_tokenizer(spec.base_model_dir)
+    tokenizer = loading.load_tokenizer(
+        spec.base_model_dir, trust_remote_code=spec.trust_remote_code
+    )
     train = data.to_dataset(data.sft_rows(data.read_jsonl(spec.train_file), spec.template))
     evaluation = None
     if spec.validation_file is not None:

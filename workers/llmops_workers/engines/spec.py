@@ -66,6 +66,9 @@ class TrainingSpec:
     threads: int = 1
     teacher_adapter_dir: Path | None = None
     """Distillation from an adapter: the teacher is `teacher_model_dir` with this adapter merged."""
+    trust_remote_code: bool = False
+    """Whether the base model's own code may run (`Model.trust_remote_code`, set by an admin)."""
+    teacher_trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)

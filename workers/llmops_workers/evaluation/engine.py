@@ -128,7 +128,9 @@ def run(spec: EvalSpec, events: EvalEvents) -> EvalResult:
     examples = limited(every, spec.limit)
     records: list[Record] = []
     with engine_runtime(spec.threads), torch.inference_mode():
-        lm = loading.load_for_inference(spec.model_dir, spec.adapter_dir)
+        lm = loading.load_for_inference(
+            spec.model_dir, spec.adapter_dir, trust_remote_code=spec.trust_remote_code
+        )
         log.info("evaluating %s on %s (%s)", spec.model_dir, lm.device, lm.dtype)
         transformers.set_seed(spec.seed)
         loaded = time.perf_counter()

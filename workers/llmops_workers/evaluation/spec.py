@@ -52,6 +52,8 @@ class EvalSpec:
     limit: int = 0
     threads: int = 1
     seed: int = 0
+    trust_remote_code: bool = False
+    """Whether the model's own code may run (`Model.trust_remote_code`, set by an admin)."""
 
 
 @dataclass(frozen=True)

@@ -126,10 +126,19 @@ def register(
         ),
     ],
     description: Annotated[str, typer.Option("--description", "-d")] = "",
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Admins: let the code the model ships (config.json auto_map) run where it loads.",
+        ),
+    ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Registers a base model."""
-    model = client(ctx).models.create(name, _uri(path), "base", description)
+    model = client(ctx).models.create(
+        name, _uri(path), "base", description, trust_remote_code=trust_remote_code
+    )
     show(output, model, lambda: print_fields(model, title=f"registered {model.name} ({model.id})"))
 
 

@@ -727,6 +727,7 @@ class Model(_message.Message):
     TOKENIZER_SHA256_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TRUST_REMOTE_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id, for example `mdl-3f2a9c1b7e40`."""
     name: _builtins.str
@@ -745,6 +746,13 @@ class Model(_message.Message):
     """sha256 of the tokenizer files, to tell whether two models share a tokenizer."""
     size_bytes: _builtins.int
     """Size of the weight files in bytes."""
+    trust_remote_code: _builtins.bool
+    """Whether the code shipped with the model (the modules its config.json names in `auto_map`)
+    may run when it is loaded for training, evaluation, merging and serving. Off by default, and
+    a model that ships code is refused without it. Only an admin may register a base or merged
+    model with it set; an adapter always takes its base model's setting, and a merged model of a
+    trusted base is trusted too.
+    """
     @_builtins.property
     def origin(self) -> Global___ModelOrigin:
         """Where it came from (adapters and merged models)."""
@@ -777,10 +785,11 @@ class Model(_message.Message):
         tokenizer_sha256: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        trust_remote_code: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "architecture", b"architecture", "create_time", b"create_time", "description", b"description", "id", b"id", "kind", b"kind", "metrics", b"metrics", "name", b"name", "origin", b"origin", "size_bytes", b"size_bytes", "tokenizer_sha256", b"tokenizer_sha256", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "architecture", b"architecture", "create_time", b"create_time", "description", b"description", "id", b"id", "kind", b"kind", "metrics", b"metrics", "name", b"name", "origin", b"origin", "size_bytes", b"size_bytes", "tokenizer_sha256", b"tokenizer_sha256", "trust_remote_code", b"trust_remote_code", "uri", b"uri", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

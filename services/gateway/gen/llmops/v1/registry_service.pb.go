@@ -1406,9 +1406,15 @@ type Model struct {
 	// Size of the weight files in bytes.
 	SizeBytes int64 `protobuf:"varint,12,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	// When it was registered.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Whether the code shipped with the model (the modules its config.json names in `auto_map`)
+	// may run when it is loaded for training, evaluation, merging and serving. Off by default, and
+	// a model that ships code is refused without it. Only an admin may register a base or merged
+	// model with it set; an adapter always takes its base model's setting, and a merged model of a
+	// trusted base is trusted too.
+	TrustRemoteCode bool `protobuf:"varint,14,opt,name=trust_remote_code,json=trustRemoteCode,proto3" json:"trust_remote_code,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -1530,6 +1536,13 @@ func (x *Model) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *Model) GetTrustRemoteCode() bool {
+	if x != nil {
+		return x.TrustRemoteCode
+	}
+	return false
 }
 
 // Request for CreateModel.
@@ -2692,7 +2705,7 @@ const file_llmops_v1_registry_service_proto_rawDesc = "" +
 	" \x01(\x05R\x0ftemplateVersion\x12#\n" +
 	"\rteacher_model\x18\v \x01(\tR\fteacherModel\x12!\n" +
 	"\fparent_model\x18\f \x01(\tR\vparentModel\x12\x1b\n" +
-	"\tmerge_job\x18\r \x01(\tR\bmergeJob\"\xb7\x04\n" +
+	"\tmerge_job\x18\r \x01(\tR\bmergeJob\"\xe3\x04\n" +
 	"\x05Model\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -2709,7 +2722,8 @@ const file_llmops_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\f \x01(\x03B\x04\xe2A\x01\x03R\tsizeBytes\x12A\n" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"createTime\x1a:\n" +
+	"createTime\x12*\n" +
+	"\x11trust_remote_code\x18\x0e \x01(\bR\x0ftrustRemoteCode\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"k\n" +
