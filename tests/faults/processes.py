@@ -17,7 +17,7 @@ from tests.integration.workers import ROOT, until
 class ServicesProcess:
     """`llmops serve` on a fixed port with a short lease and a quick reconciler."""
 
-    def __init__(self, data_dir: Path, redis_url: str) -> None:
+    def __init__(self, data_dir: Path, redis_url: str, database_url: str = "") -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -31,6 +31,8 @@ class ServicesProcess:
             "LLMOPS_INFERENCE_THREADS": "1",
             "LLMOPS_PROTECTED_ALIASES": "[]",
         }
+        if database_url:
+            self.env["LLMOPS_DATABASE_URL"] = database_url
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServicesProcess:

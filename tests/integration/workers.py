@@ -35,13 +35,17 @@ class Workers:
         *,
         redis_url: str = "",
         data_dir: Path | None = None,
+        database_url: str = "",
     ) -> None:
-        """Workers of `server`'s stack, or of the stack on `redis_url` and `data_dir` (a
-        services process of a test's own)."""
+        """Workers of `server`'s stack, or of the stack on `redis_url`, `data_dir` and
+        `database_url` (empty: SQLite in the data dir) of services processes of a test's own."""
         if server is not None:
             redis_url, data_dir = server.settings.redis_url, server.settings.data_dir
+            database_url = server.settings.database_url
         assert redis_url and data_dir is not None
         self.env = {**os.environ, "LLMOPS_REDIS_URL": redis_url, "LLMOPS_JOB_LEASE_SECONDS": "8"}
+        if database_url:  # the services' PostgreSQL
+            self.env["LLMOPS_DATABASE_URL"] = database_url
         self.redis_url = redis_url
         self.data_dir = data_dir
         self.processes: list[subprocess.Popen[bytes]] = []

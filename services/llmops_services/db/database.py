@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,11 +15,29 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+log = logging.getLogger("llmops.db")
+
+CONFLICT_RETRIES = 3
+"""How many times a transaction that lost a race on PostgreSQL is run again."""
+_CONFLICTS = {
+    "23505": "unique violation",  # two inserts of one key: a version number, an idempotency key
+    "40001": "serialization failure",
+    "40P01": "deadlock",
+}
+"""PostgreSQL errors that mean "another transaction got there first": the work is run again on
+what that one committed (a second CreateModel then takes the next version, a repeated
+idempotency key finds the first call's row). SQLite runs one writer at a time."""
+
+
+def conflict_of(error: DBAPIError) -> str:
+    """What race a database error reports, or "" when it is no race."""
+    return _CONFLICTS.get(str(getattr(error.orig, "sqlstate", "") or ""), "")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,9 +78,19 @@ class Database:
             yield session
 
     def run_sync(self, work: Callable[[Session], T]) -> T:
-        """Runs `work` in one transaction, blocking."""
-        with self.session() as session:
-            return work(session)
+        """Runs `work` in one transaction, blocking; again, on a fresh transaction, when it
+        lost a race to a concurrent one (`conflict_of`), up to `CONFLICT_RETRIES` times."""
+        for retry in range(CONFLICT_RETRIES + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except DBAPIError as error:
+                conflict = conflict_of(error)
+                if not conflict or retry == CONFLICT_RETRIES:
+                    raise
+                log.info("transaction lost a race (%s); running it again", conflict)
+                time.sleep(random.uniform(0, 0.01 * 2**retry))  # racers spread out
+        raise AssertionError("unreachable")
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Runs `work` in one transaction without blocking the event loop on slow databases."""

@@ -23,7 +23,7 @@ from llmops_services.runtime.pagination import page_of
 
 def cancel(session: Session, job_id: str, kind: JobKind) -> JobRow:
     """Cancels a job: at once when it is not running, at its next step when it is."""
-    row = get_job(session, job_id, kind)
+    row = get_job(session, job_id, kind, for_update=True)
     states.cancel(session, row)
     return row
 

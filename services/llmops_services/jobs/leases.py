@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from llmops_services.db.tables import JobRow, utcnow
 from llmops_services.jobs.states import move
+from llmops_services.jobs.store import locked_job
 
 
 def fenced_job(session: Session, job_id: str, attempt: int, owner: str) -> JobRow | None:
     """The job, when `owner` still holds its lease for `attempt` (every worker write goes
     through here); None otherwise."""
-    row = session.get(JobRow, job_id)
+    row = locked_job(session, job_id)
     if row is None or row.attempt != attempt or row.lease_owner != owner:
         return None
     if row.state not in ("RUNNING", "CANCELLING"):
@@ -29,7 +30,7 @@ def claim(
 ) -> JobRow | None:
     """Takes a QUEUED job for `attempt`: RUNNING, leased to `owner`. None when someone else
     has it, it moved on, or it was cancelled meanwhile."""
-    row = session.get(JobRow, job_id)
+    row = locked_job(session, job_id)
     if row is None or row.attempt != attempt or row.state != "QUEUED":
         return None
     row.lease_owner = owner
@@ -55,9 +56,13 @@ def retries_used(job: JobRow) -> int:
 
 
 def expired(session: Session, now: datetime) -> list[JobRow]:
-    """Running jobs whose lease ran out: their worker died or lost touch."""
-    query = select(JobRow).where(
-        JobRow.state.in_(("RUNNING", "CANCELLING")), JobRow.lease_expires < now
+    """Running jobs whose lease ran out: their worker died or lost touch. Locked, and those
+    another transaction holds (a worker renewing its lease, another replica's reconciler) are
+    skipped: this sweep looks at them again next time, on what was committed."""
+    query = (
+        select(JobRow)
+        .where(JobRow.state.in_(("RUNNING", "CANCELLING")), JobRow.lease_expires < now)
+        .with_for_update(skip_locked=True)
     )
     return list(session.scalars(query).all())
 

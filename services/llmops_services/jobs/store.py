@@ -12,14 +12,27 @@ from llmops_services.jobs.events import Event, append_event
 from llmops_services.jobs.kinds import JobKind
 
 
-def get_job(session: Session, job_id: str, kind: JobKind) -> JobRow:
-    """A job of `kind` by id, or NOT_FOUND."""
-    row = session.get(JobRow, job_id)
+def get_job(session: Session, job_id: str, kind: JobKind, *, for_update: bool = False) -> JobRow:
+    """A job of `kind` by id, or NOT_FOUND. `for_update` locks its row until the transaction
+    ends (PostgreSQL's `SELECT ... FOR UPDATE`), for a caller about to change the job on what it
+    read: another replica's or a worker's change waits, then is made on the new state."""
+    row = locked_job(session, job_id) if for_update else session.get(JobRow, job_id)
     if row is None or row.kind != kind:
         raise NotFound(
             f"job {job_id!r} not found", resource_type=kind.resource_type, resource_name=job_id
         )
     return row
+
+
+def locked_job(session: Session, job_id: str) -> JobRow | None:
+    """The job's row, locked for this transaction and read fresh (never the session's copy).
+
+    Every read-then-write of a job takes this lock: a worker claiming it, renewing its lease or
+    writing its results, a replica cancelling, pausing or resuming it, the reconciler giving it
+    a new attempt. Without it two writers on PostgreSQL (READ COMMITTED) both act on the state
+    they read, e.g. two workers claiming one QUEUED attempt. SQLite has one writer at a time
+    and ignores the clause."""
+    return session.get(JobRow, job_id, with_for_update=True, populate_existing=True)
 
 
 def by_key(session: Session, kind: JobKind, key: str) -> JobRow | None:

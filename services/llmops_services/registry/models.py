@@ -247,6 +247,7 @@ def create_model(
         )
         if not uri.startswith(STORE_SCHEME):
             uri = str(local)
+    lock_name(session, name)
     version = (
         session.scalar(select(func.max(ModelRow.version)).where(ModelRow.name == name)) or 0
     ) + 1
@@ -375,7 +376,8 @@ def set_alias(
     """Points `<model name>@alias` at the model and records the move."""
     check_slug("alias", alias)
     row = find_model(session, model_ref)
-    pointer = session.get(ModelAliasRow, (row.name, alias))
+    lock_name(session, row.name)
+    pointer = session.get(ModelAliasRow, (row.name, alias), populate_existing=True)
     previous = pointer.model_id if pointer else ""
     if pointer is not None and pointer.model_id == row.id:
         return pointer
@@ -402,9 +404,28 @@ def set_alias(
     return pointer
 
 
+def lock_name(session: Session, model_name: str) -> None:
+    """Takes the lock that orders the changes to one model name, its new versions and its alias
+    moves: the rows of its versions, in id order (so two callers never wait on each other
+    crosswise), until the transaction ends.
+
+    A move reads where the alias points and records `from -> to`; two replicas moving it at once
+    on PostgreSQL would both read the same `from`, and the history would fork. A registration
+    reads the highest version and takes the next. With the lock each sees the one before it
+    (the first version of a new name, with no row to lock yet, is settled by the database's
+    retry of the loser, `Database.run_sync`). SQLite (one writer at a time) ignores the clause."""
+    session.execute(
+        select(ModelRow.id)
+        .where(ModelRow.name == model_name)
+        .order_by(ModelRow.id)
+        .with_for_update()
+    )
+
+
 def delete_alias(session: Session, model_name: str, alias: str, actor: str) -> None:
     """Removes an alias and records the move."""
-    pointer = session.get(ModelAliasRow, (model_name, alias))
+    lock_name(session, model_name)
+    pointer = session.get(ModelAliasRow, (model_name, alias), populate_existing=True)
     if pointer is None:
         raise NotFound(
             f"alias {model_name}@{alias} not found",
@@ -444,6 +465,7 @@ def alias_history(session: Session, model_name: str, alias: str, page: Page) -> 
 
 def rollback_target(session: Session, model_name: str, alias: str) -> str:
     """The model the alias pointed at before its last move."""
+    lock_name(session, model_name)
     last = session.scalars(
         select(AliasMoveRow)
         .where(AliasMoveRow.model_name == model_name, AliasMoveRow.alias == alias)

@@ -190,7 +190,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
 
         def work(session: Session) -> JobRow:
-            row = get_job(session, request.id, KIND)
+            row = get_job(session, request.id, KIND, for_update=True)
             states.pause(session, row)
             return row
 
@@ -202,7 +202,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         require("id", request.id)
 
         def work(session: Session) -> tuple[JobRow, bool]:
-            row = get_job(session, request.id, KIND)
+            row = get_job(session, request.id, KIND, for_update=True)
             return row, states.resume(session, row)
 
         row, queued = await self.db.run(work)
@@ -241,7 +241,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         await asyncio.to_thread(checkpoints.copy_model_files, store.local_path(source), store, key)
 
         def work(session: Session) -> registry_pb.Model:
-            job = get_job(session, request.id, KIND)
+            job = get_job(session, request.id, KIND, for_update=True)
             row = checkpoints.register(session, store, job, request.step, request.output_name)
             return model_of(session, row)
 

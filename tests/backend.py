@@ -1,0 +1,57 @@
+"""Which metadata database the tests' servers use: `LLMOPS_TEST_BACKEND=sqlite` (the default: a
+SQLite file in each test's data dir) or `postgres` (a fresh database per server, on one private
+PostgreSQL server started on first need for the whole test session; `make test-scale`)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import uuid
+from functools import cache
+from pathlib import Path
+
+import psycopg
+
+from tests.postgres import PrivatePostgres
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def test_backend() -> str:
+    """The backend `LLMOPS_TEST_BACKEND` names; anything else is a mistake, said at once."""
+    backend = os.environ.get("LLMOPS_TEST_BACKEND", "sqlite") or "sqlite"
+    if backend not in BACKENDS:
+        raise ValueError(f"LLMOPS_TEST_BACKEND={backend!r}: use one of {', '.join(BACKENDS)}")
+    return backend
+
+
+@cache
+def _server() -> PrivatePostgres:
+    base = Path(tempfile.mkdtemp(prefix="llmops-test-postgres-"))
+    server = PrivatePostgres(base).start()
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+    atexit.register(stop)
+    return server
+
+
+def fresh_database_url() -> str:
+    """A new, empty database on the session's PostgreSQL server (its schema is made by the
+    services' migrations when they start, as in production)."""
+    server = _server()
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = server.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def database_url_for_tests() -> str:
+    """The `database_url` a test server gets: empty (SQLite in its data dir) or a fresh
+    PostgreSQL database."""
+    return fresh_database_url() if test_backend() == "postgres" else ""
