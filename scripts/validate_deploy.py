@@ -8,6 +8,8 @@ them in its tool venv, which has jsonschema and PyYAML):
   kubernetes-validate.
 - `compose FILE SCHEMA`: validates a compose file against the compose specification's JSON
   schema and checks that the files it bind-mounts exist.
+- `dashboard-rules DASHBOARD OUT`: writes every PromQL query of a Grafana dashboard into OUT as
+  a recording rule, for `promtool check rules` to parse them.
 """
 
 from __future__ import annotations
@@ -95,11 +97,25 @@ def check_compose(compose: Path, schema_path: Path) -> list[str]:
     return errors
 
 
+def dashboard_rules(dashboard: Path, out: Path) -> list[str]:
+    panels = json.loads(dashboard.read_text())["panels"]
+    rules = [
+        {"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": target["expr"]}
+        for panel in panels
+        for target in panel.get("targets", [])
+    ]
+    out.write_text(yaml.safe_dump({"groups": [{"name": dashboard.stem, "rules": rules}]}))
+    print(f"{dashboard.name}: {len(rules)} queries written to {out}")
+    return [] if rules else [f"{dashboard}: no queries"]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "crds":
         errors = check_crds(Path(argv[1]), Path(argv[2]))
     elif len(argv) == 3 and argv[0] == "compose":
         errors = check_compose(Path(argv[1]), Path(argv[2]))
+    elif len(argv) == 3 and argv[0] == "dashboard-rules":
+        errors = dashboard_rules(Path(argv[1]), Path(argv[2]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

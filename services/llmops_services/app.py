@@ -17,6 +17,7 @@ from llmops_services.context import Platform
 from llmops_services.eval import service as eval_service
 from llmops_services.gateway import GatewayError, GatewayProcess, find_binary
 from llmops_services.inference.service import InferenceService
+from llmops_services.jobs import metrics as jobs_metrics
 from llmops_services.jobs.private_redis import PrivateRedis
 from llmops_services.jobs.queue import JobQueue
 from llmops_services.jobs.reconciler import Reconciler
@@ -95,6 +96,7 @@ class PlatformProcess:
             self.announcer = Announcer(self.settings.redis_url).install(platform.db)
             self.reconciler = Reconciler(platform, self.queue)
             training_metrics.register(platform.db)
+            jobs_metrics.register(platform.db)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
         self.server = GrpcServer(self.settings, self._bindings(platform), keys)
         port = await self.server.start()
@@ -134,6 +136,7 @@ class PlatformProcess:
             await self.inference.close()
         if self.queue is not None:
             training_metrics.unregister()
+            jobs_metrics.unregister()
             await self.queue.close()
         if self.announcer is not None:
             self.announcer.close()

@@ -156,6 +156,8 @@ def test_router_routes_every_service(rendered: dict[str, list[Manifest]]) -> Non
 
 
 def _defined_metrics() -> set[str]:
+    """Every metric name the Python code defines (prometheus_client appends `_total` to a
+    counter's name unless it ends with it), plus the process collector's CPU counter."""
     names = {"process_cpu_seconds_total"}
     pattern = re.compile(
         r"(Counter|Gauge|Histogram|Summary|GaugeMetricFamily)\(\s*\"([a-z_:]+)\"", re.S
@@ -163,27 +165,107 @@ def _defined_metrics() -> set[str]:
     for folder in ("services", "workers"):
         for path in (ROOT / folder).rglob("*.py"):
             for kind, name in pattern.findall(path.read_text()):
-                names.add(f"{name}_total" if kind == "Counter" else name)
+                counter = kind == "Counter" and not name.endswith("_total")
+                names.add(f"{name}_total" if counter else name)
     return names
 
 
-def test_dashboard_uses_metrics_the_code_exposes() -> None:
-    dashboard = json.loads((ROOT / "deploy/compose/grafana/dashboards/llmops.json").read_text())
+def _metric_names(expr: str) -> set[str]:
+    """The platform's metric names (llmops_*, grpc_server_*, process_*) a PromQL query reads."""
+    return set(re.findall(r"\b((?:llmops|grpc_server|process)_[a-z_]+)", expr))
+
+
+def _unknown(used: set[str]) -> set[str]:
     defined = _defined_metrics()
-    used: set[str] = set()
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            used |= set(re.findall(r"\b((?:llmops|grpc_server|process)_[a-z_]+)", target["expr"]))
-    assert used
-    unknown = {
+    return {
         name
         for name in used
         if name not in defined and re.sub(r"_(bucket|sum|count)$", "", name) not in defined
     }
+
+
+def _alert_rules() -> list[Manifest]:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yaml").read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_the_metric_name_check_knows_the_code() -> None:
+    defined = _defined_metrics()
+    for name in (
+        "llmops_jobs",
+        "llmops_jobs_queue_oldest_age_seconds",
+        "llmops_worker_busy",
+        "grpc_server_handled_total",
+        "llmops_training_tokens_total",
+        "llmops_inference_time_to_first_token_seconds",
+    ):
+        assert name in defined
+    assert _unknown({"llmops_inference_time_to_first_token_seconds_bucket"}) == set()
+    assert _unknown({"llmops_jobs_renamed", "grpc_server_handled"}) == {
+        "llmops_jobs_renamed",
+        "grpc_server_handled",
+    }
+
+
+def test_dashboard_uses_metrics_the_code_exposes() -> None:
+    dashboard = json.loads((ROOT / "deploy/compose/grafana/dashboards/llmops.json").read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= _metric_names(target["expr"])
+    assert used
+    unknown = _unknown(used)
     assert not unknown, f"the dashboard queries metrics no code defines: {sorted(unknown)}"
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
     for topic in ("state", "queue", "worker", "cpu", "tokens", "first token", "adapter", "error"):
         assert topic in titles
+    for name in ("llmops_jobs", "llmops_jobs_queue_oldest_age_seconds", "llmops_worker_busy"):
+        assert name in used
+    assert "process_cpu_seconds_total" in used
+
+
+def test_alert_rules_use_metrics_the_code_exposes() -> None:
+    rules = _alert_rules()
+    used = {name for rule in rules for name in _metric_names(rule["expr"])}
+    unknown = _unknown(used)
+    assert not unknown, f"the alert rules read metrics no code defines: {sorted(unknown)}"
+    assert {
+        "llmops_jobs",
+        "llmops_jobs_queue_oldest_age_seconds",
+        "llmops_worker_busy",
+        "grpc_server_handled_total",
+        "llmops_inference_time_to_first_token_seconds_bucket",
+    } <= used
+
+
+def test_every_alert_is_tested_and_documented() -> None:
+    tests = yaml.safe_load((ROOT / "deploy/prometheus/alerts_test.yaml").read_text())
+    tested = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"]}
+    firing = {
+        case["alertname"]
+        for test in tests["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    doc = (ROOT / "docs/observability.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in doc.splitlines()
+        if line.startswith("#")
+    }
+    for rule in _alert_rules():
+        name = rule["alert"]
+        assert name in firing and name in tested, f"{name}: no promtool test makes it fire"
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        runbook = rule["annotations"]["runbook"]
+        assert runbook == f"docs/observability.md#{name.lower()}", name
+        assert name.lower() in anchors, f"docs/observability.md has no section {name}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_alert_rules_ship_as_a_configmap(rendered: dict[str, list[Manifest]], overlay: str) -> None:
+    rules = _kind(rendered[overlay], "ConfigMap")["llmops-prometheus-rules"]
+    assert rules["data"]["alerts.yaml"] == (ROOT / "deploy/prometheus/alerts.yaml").read_text()
 
 
 def test_worker_threads_match_the_cores_requested(rendered: dict[str, list[Manifest]]) -> None:
@@ -206,6 +288,11 @@ def test_compose_runs_the_stack_and_scrapes_it() -> None:
     targets = json.dumps(prometheus["scrape_configs"])
     for target in ("services:9464", '"worker"', "vllm:8000", "otel-collector:8888"):
         assert target in targets
+    # the alert rules are mounted beside prometheus.yml, where its rule_files finds them
+    assert prometheus["rule_files"] == ["alerts.yaml"]
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "../prometheus/alerts.yaml:/etc/prometheus/alerts.yaml:ro" in mounts
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
     assert compose["services"]["services"]["depends_on"]["migrate"] == {
         "condition": "service_completed_successfully"
     }
