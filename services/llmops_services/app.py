@@ -31,6 +31,7 @@ from llmops_services.settings import Settings
 from llmops_services.training import metrics as training_metrics
 from llmops_services.training import service as training_service
 from llmops_services.unimplemented import unimplemented_bindings
+from llmops_services.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("llmops.app")
 
@@ -63,6 +64,7 @@ class PlatformProcess:
         self.queue: JobQueue | None = None
         self.announcer: Announcer | None = None
         self.reconciler: Reconciler | None = None
+        self.dispatcher: Dispatcher | None = None
         self.inference: InferenceService | None = None
         self._stack: dict[str, str] = {}
 
@@ -95,6 +97,8 @@ class PlatformProcess:
             self.queue = JobQueue(self.settings.redis_url)
             self.announcer = Announcer(self.settings.redis_url).install(platform.db)
             self.reconciler = Reconciler(platform, self.queue)
+            if self.settings.webhook_urls:
+                self.dispatcher = Dispatcher(platform)
             training_metrics.register(platform.db)
             jobs_metrics.register(platform.db)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
@@ -112,6 +116,8 @@ class PlatformProcess:
         gc.freeze()
         if self.reconciler is not None:
             self.reconciler.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         self._stack = {
             "grpc": addresses.grpc,
             "metrics": addresses.metrics,
@@ -130,6 +136,8 @@ class PlatformProcess:
         """Stops serving within the grace period and closes the database."""
         if self.reconciler is not None:
             await self.reconciler.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
         if self.server is not None:
             await self.server.stop()
         if self.inference is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from llmops_services.artifacts import ArtifactStore
 from llmops_services.db.database import Database
 from llmops_services.settings import Settings
+from llmops_services.webhooks import outbox
 
 log = logging.getLogger("llmops.platform")
 
@@ -22,10 +23,13 @@ class Platform:
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
-        """Creates the data dir, migrates the database and opens the store."""
+        """Creates the data dir, migrates the database, records webhook deliveries of the jobs
+        this process ends (when webhooks are configured) and opens the store."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         db.migrate()
+        if settings.webhook_urls:
+            outbox.install(db, settings.webhook_urls)
         store = ArtifactStore(settings.resolved_artifacts_url)
         return cls(settings=settings, db=db, store=store)
 

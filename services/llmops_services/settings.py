@@ -6,14 +6,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmops_services.webhooks.signing import check_secret
 
 
 class Settings(BaseSettings):
     """Server-side configuration; each field is `LLMOPS_<FIELD>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore")
+    # hide_input_in_errors: a refused value may be a secret (the webhook secret, a database URL
+    # with a password), and pydantic's error text would otherwise repeat every input
+    model_config = SettingsConfigDict(
+        env_prefix="LLMOPS_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         Path("artifacts"),
@@ -207,6 +213,36 @@ class Settings(BaseSettings):
         "list or load an adapter (generation itself runs as long as its call may).",
     )
 
+    webhook_urls: list[str] = Field(
+        default_factory=list,
+        description="Endpoints that receive an event when a job ends (JSON list of http(s) URLs); "
+        "empty: no webhooks. Every process that runs jobs (services and workers) needs the same "
+        "value: the process that ends a job records its deliveries.",
+    )
+    webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="The Standard Webhooks signing secret, `whsec_` and base64 (24 to 64 random "
+        "bytes); required with webhook_urls.",
+    )
+    webhook_max_attempts: int = Field(
+        10, ge=1, le=100, description="Attempts per delivery before it is given up as failed."
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long one attempt waits for the endpoint's answer."
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="Wait before the first retry; it doubles after each attempt."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        3600.0, gt=0, description="The longest wait between two attempts."
+    )
+    webhook_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the dispatcher looks for due deliveries (those recorded by this "
+        "process are sent at once).",
+    )
+
     @model_validator(mode="after")
     def _server_tls_complete(self) -> Settings:
         if (self.server_tls_cert_file is None) != (self.server_tls_key_file is None):
@@ -238,6 +274,22 @@ class Settings(BaseSettings):
     def _vllm_url_when_vllm(self) -> Settings:
         if self.inference_engine == "vllm" and not self.vllm_url:
             raise ValueError("inference_engine=vllm needs vllm_url (LLMOPS_VLLM_URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_complete(self) -> Settings:
+        for url in self.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"LLMOPS_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        secret = self.webhook_secret.get_secret_value()
+        if self.webhook_urls and not secret:
+            raise ValueError(
+                "LLMOPS_WEBHOOK_URLS needs LLMOPS_WEBHOOK_SECRET (whsec_ and base64) to sign with"
+            )
+        if secret:
+            problem = check_secret(secret)
+            if problem:
+                raise ValueError(f"LLMOPS_WEBHOOK_SECRET {problem}")
         return self
 
     @cached_property

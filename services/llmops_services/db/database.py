@@ -71,6 +71,11 @@ class Database:
         """Calls `callback(session)` after each transaction of this database commits."""
         event.listen(self._sessions, "after_commit", callback)
 
+    def listen(self, name: str, callback: Callable[[Session], None]) -> None:
+        """Calls `callback(session)` on the session event `name` (`before_commit`, …) of every
+        session of this database."""
+        event.listen(self._sessions, name, callback)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""

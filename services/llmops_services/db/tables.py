@@ -222,3 +222,35 @@ class CheckpointRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     registered_model_id: Mapped[str] = mapped_column(String(32), default="")
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDeliveryRow(Base):
+    """One event of a job's end on its way to one endpoint: the outbox. Written in the
+    transaction that ends the job; sent, retried and settled by the services' dispatcher."""
+
+    __tablename__ = "webhook_deliveries"
+    # one event per job end and endpoint, whatever the retries or the dispatchers
+    __table_args__ = (
+        UniqueConstraint("job_id", "endpoint", name="uq_webhook_deliveries_job_endpoint"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    """`evt_…`: the event's id and the `webhook-id` header of every attempt."""
+    event_type: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)
+    """The JSON sent, fixed when the job ended, so every attempt sends the same bytes."""
+    state: Mapped[str] = mapped_column(String(16))
+    """PENDING until delivered (DELIVERED) or out of attempts (FAILED)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_time: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_expires: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int] = mapped_column(Integer, default=0)
+    """The HTTP status of the last attempt; 0 when no answer came (timeout, connection)."""
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from llmops_services.db.tables import JobRow, utcnow
 from llmops_services.errors import FailedPrecondition, PreconditionViolation
 from llmops_services.jobs.events import Event, append_event
+from llmops_services.webhooks import outbox
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 ACTIVE = ("QUEUED", "RUNNING", "CANCELLING", "PAUSED")
@@ -48,6 +49,7 @@ def move(session: Session, job: JobRow, state: str, message: str = "") -> None:
         job.end_time = now
         job.lease_owner = ""
         job.lease_expires = None
+        outbox.mark_ended(session, job.id)  # its webhook deliveries commit with this move
     append_event(session, job, Event("STATE_CHANGED", state=state, message=message))
 
 
