@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup protos unasync lint type test unit integration demo serve up tiny-models train-sft \
-	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults audit bench-load deploy-check
+	train-qlora train-dpo train-distill eval bench clean vllm-venv test-vllm test-faults test-scale audit bench-load deploy-check
 
 setup: $(VENV)/.synced
 
@@ -141,6 +141,12 @@ audit: setup
 # watchers, streams and REST load (tests/faults, marker `faults`; not part of `make test`).
 test-faults: setup gateway
 	pytest -m faults tests/faults -q
+
+# Scale-out: two services processes and three workers on one PostgreSQL (tests/scale), then the
+# integration suite again with every test server on a fresh PostgreSQL database.
+test-scale: setup gateway
+	pytest -m scale tests/scale -q
+	LLMOPS_TEST_BACKEND=postgres pytest tests/integration -q
 
 test-vllm: setup vllm-venv
 	LLMOPS_TEST_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \

@@ -92,6 +92,20 @@ def test_bytes_that_are_not_utf8_and_numbers_out_of_range(http: httpx.Client) ->
         assert answer.json()["error"]["type"] == "invalid_request_error", answer.text
 
 
+def test_nul_characters_are_refused_naming_the_field(http: httpx.Client) -> None:
+    """No request needs U+0000, and PostgreSQL cannot store it: refused before any lookup."""
+    answer = http.post("/v1/generate", json={"model": "llmops-tiny\u0000", "prompt": "x"})
+    refused(answer, 400, "must not contain NUL")
+    (bad,) = [d for d in answer.json()["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+    assert [v["field"] for v in bad["field_violations"]] == ["model"], answer.text
+    model = {"name": "tiny\u0000", "kind": "MODEL_KIND_BASE", "uri": "/tmp"}
+    refused(http.post("/v1/models", json={"model": model}), 400, "model.name")
+    chat = {"model": "llmops-tiny", "messages": [{"role": "user", "content": "a\u0000b"}]}
+    answer = http.post("/openai/v1/chat/completions", json=chat)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "invalid_request_error", answer.text
+
+
 def test_a_prompt_far_past_the_context_is_refused_naming_the_limit(http: httpx.Client) -> None:
     bomb = "hello " * 100_000  # 600 KB: under the body limit, far over 512 positions
     refused(http.post("/v1/generate", json={"prompt": bomb}), 400, "prompt")

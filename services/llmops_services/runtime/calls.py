@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from llmops_services.errors import (
     REQUEST_ID_KEY,
@@ -38,6 +38,7 @@ from llmops_services.runtime.context import (
     trace_id_var,
 )
 from llmops_services.runtime.logs import AccessLog
+from llmops_services.runtime.nul_text import fields_with_nul
 
 log = logging.getLogger("llmops.rpc")
 
@@ -301,7 +302,8 @@ class CallWrapper:
 def request_decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:
     """Parses a request's bytes inside the handler rather than in grpc's own deserializer, where
     a malformed message (bad wire format, a string that is not UTF-8) would end the call as
-    UNKNOWN with a Python exception in its message: here it is INVALID_ARGUMENT."""
+    UNKNOWN with a Python exception in its message: here it is INVALID_ARGUMENT. So is a string
+    holding a NUL character (`nul_text`)."""
     if deserializer is None:
         return lambda request: request
     owner = getattr(deserializer, "__self__", None)
@@ -311,12 +313,20 @@ def request_decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[An
 
     def decode(request: Any) -> Any:
         try:
-            return parse(request)
+            message = parse(request)
         except DecodeError as error:
             raise InvalidArgument(
                 f"the request is not a valid {type_name}: {error}",
                 violations=[FieldViolation("request", f"cannot be parsed as {type_name}")],
             ) from None
+        if isinstance(message, Message) and (paths := fields_with_nul(message)):
+            raise InvalidArgument(
+                f"{len(paths)} field(s) of the request contain a NUL character",
+                violations=[
+                    FieldViolation(path, "must not contain NUL (U+0000)") for path in paths
+                ],
+            )
+        return message
 
     return decode
 
