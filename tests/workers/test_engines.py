@@ -695,7 +695,12 @@ def test_check_spec_finds_the_problems(
         ({"hyperparameters": {"beta": 0.1}}, "beta is not used by sft"),
         ({"hyperparameters": {"max_steps": "many"}}, "max_steps='many' must be a number"),
         ({"hyperparameters": {"packing": 3}}, "packing=3 must be true or false"),
-        ({"hyperparameters": {"target_modules": [1]}}, "must be a list of module names"),
+        ({"hyperparameters": {"target_modules": [1]}}, "must be a list of names"),
+        ({"hyperparameters": {"report_to": ["mlfow"]}}, "report_to 'mlfow' is not a tracker"),
+        (
+            {"hyperparameters": {"report_to": ["clearml"]}},
+            "report_to 'clearml': the clearml package is not installed on this worker",
+        ),
         ({"parent_adapter_dir": tmp_path}, "not a PEFT adapter"),
         ({"resume_from": tmp_path}, "no COMPLETE marker"),
         ({"threads": 0}, "threads must be at least 1"),

@@ -95,6 +95,7 @@ def build_spec(
         threads=threads,
         trust_remote_code=inputs.trust_remote_code,
         teacher_trust_remote_code=inputs.teacher_trust_remote_code,
+        run_name=job.id,
     )
 
 

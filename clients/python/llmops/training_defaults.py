@@ -22,6 +22,7 @@ _COMMON: dict[str, object] = {
     "lora_alpha": 32,
     "lora_dropout": 0.0,
     "target_modules": [],
+    "report_to": [],
     "seed": 42,
     "warmup_ratio": 0.03,
     "weight_decay": 0.0,

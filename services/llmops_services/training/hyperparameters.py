@@ -23,6 +23,9 @@ METHODS = ("sft", "qlora", "dpo", "distill")
 _ALL = frozenset(METHODS)
 _LORA = frozenset(METHODS)
 _LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts")
+TRACKERS = ("mlflow", "wandb", "tensorboard", "comet_ml", "clearml", "neptune", "dvclive")
+"""The experiment trackers `report_to` may name: integrations of transformers' Trainer that
+log from the training process alone, configured by the workers' environment."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class Rule:
     choices: tuple[str, ...] = ()
 
     def problem(self, value: object) -> str:
-        """Why `value` is refused, or "" when it is fine."""
+        """Why `value` is refused, or "" when it is fine (each item, for a list)."""
+        if isinstance(value, list):
+            return next((p for item in value if (p := self.problem(item))), "")
         if self.choices and value not in self.choices:
             return f"must be one of {', '.join(self.choices)}"
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -75,6 +80,7 @@ RULES: dict[str, Rule] = {
     "completion_only_loss": Rule(methods=frozenset({"sft", "qlora"})),
     "double_quant": Rule(methods=frozenset({"qlora"})),
     "full_finetune": Rule(methods=frozenset({"distill"})),
+    "report_to": Rule(choices=TRACKERS),
 }
 
 # The auto rule's bounds (docs/training.md explains each).

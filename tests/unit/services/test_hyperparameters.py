@@ -68,6 +68,7 @@ def test_zero_is_a_value_not_auto() -> None:
         ("distill", pb.Hyperparameters(temperature=0), "temperature", "> 0"),
         ("qlora", pb.Hyperparameters(lr_scheduler_type="sometimes"), "lr_scheduler_type", "one of"),
         ("sft", pb.Hyperparameters(seed=-1), "seed", ">= 0"),
+        ("dpo", pb.Hyperparameters(report_to=["mlflow", "tensorbored"]), "report_to", "one of"),
     ],
 )
 def test_out_of_range_values_are_refused_by_name(

@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 
 from llmops_ml.placement import Placement, choose
 from llmops_workers.engines.spec import TrainingSpec
+from llmops_workers.engines.validation import trackers
 
 __all__ = ["PLACEMENT", "flag", "lora_config", "number", "training_arguments"]
 
@@ -108,7 +109,8 @@ def training_arguments(
         fp16=False,
         activation_checkpointing=False,
         use_cpu=PLACEMENT.on_cpu,
-        report_to="none",
+        report_to=trackers(spec) or "none",
+        run_name=spec.run_name or None,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,

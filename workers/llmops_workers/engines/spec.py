@@ -69,6 +69,8 @@ class TrainingSpec:
     trust_remote_code: bool = False
     """Whether the base model's own code may run (`Model.trust_remote_code`, set by an admin)."""
     teacher_trust_remote_code: bool = False
+    run_name: str = ""
+    """What experiment trackers (`report_to`) call the run: the job's id."""
 
 
 @dataclass(frozen=True)

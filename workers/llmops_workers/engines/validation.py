@@ -8,6 +8,7 @@ deep inside TRL.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,17 @@ _FLAGS = frozenset(
     {"packing", "padding_free", "completion_only_loss", "double_quant", "full_finetune"}
 )
 _TEXT = frozenset({"lr_scheduler_type"})
-_LISTS = frozenset({"target_modules"})
+_LISTS = frozenset({"target_modules", "report_to"})
+_TRACKER_MODULES = {
+    "mlflow": "mlflow",
+    "wandb": "wandb",
+    "tensorboard": "tensorboard",
+    "comet_ml": "comet_ml",
+    "clearml": "clearml",
+    "neptune": "neptune",
+    "dvclive": "dvclive",
+}
+"""What each `report_to` tracker needs installed on the worker, by import name."""
 _KINDS_OF_METHOD = {
     "sft": ("sft", "chat"),
     "qlora": ("sft", "chat"),
@@ -155,7 +166,7 @@ def _value_problem(name: str, value: object) -> str:
         ok = isinstance(value, str) or (
             isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         )
-        return "" if ok else f"hyperparameter {name}={value!r} must be a list of module names"
+        return "" if ok else f"hyperparameter {name}={value!r} must be a list of names"
     if name in _TEXT:
         return "" if isinstance(value, str) else f"hyperparameter {name}={value!r} must be text"
     try:
@@ -190,6 +201,29 @@ def _resume_problems(spec: TrainingSpec) -> list[str]:
     return []
 
 
+def trackers(spec: TrainingSpec) -> list[str]:
+    """The experiment trackers the run reports to (`report_to`), as a list."""
+    value = spec.hyperparameters.get("report_to") or []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip() not in ("", "none")]
+    return [str(item) for item in value] if isinstance(value, list | tuple) else []
+
+
+def _tracker_problems(spec: TrainingSpec) -> list[str]:
+    """Each tracker is one the engines know, with its package installed on this worker."""
+    problems = []
+    for tracker in trackers(spec):
+        module = _TRACKER_MODULES.get(tracker)
+        if module is None:
+            known = ", ".join(_TRACKER_MODULES)
+            problems.append(f"report_to {tracker!r} is not a tracker; use one of {known}")
+        elif importlib.util.find_spec(module) is None:
+            problems.append(
+                f"report_to {tracker!r}: the {module} package is not installed on this worker"
+            )
+    return problems
+
+
 def check_spec(spec: TrainingSpec) -> list[str]:
     """Every problem found in `spec`, one sentence each; an empty list means it can run."""
     if spec.method not in METHODS:
@@ -205,6 +239,7 @@ def check_spec(spec: TrainingSpec) -> list[str]:
     problems += _dataset_problems("training file", spec.train_file, spec)
     problems += _dataset_problems("validation file", spec.validation_file, spec)
     problems += _hyperparameter_problems(spec)
+    problems += _tracker_problems(spec)
     problems += _resume_problems(spec)
     if spec.output_dir.exists() and not spec.output_dir.is_dir():
         problems.append(f"output directory {spec.output_dir} is a file")

@@ -141,7 +141,12 @@ type Hyperparameters struct {
 	FullFinetune *bool `protobuf:"varint,25,opt,name=full_finetune,json=fullFinetune,proto3,oneof" json:"full_finetune,omitempty"`
 	// DPO: weight of the chosen answers' negative log-likelihood added to the DPO loss
 	// (RPO; TRL's "sft" loss term); 0 is plain DPO.
-	RpoAlpha      *float64 `protobuf:"fixed64,26,opt,name=rpo_alpha,json=rpoAlpha,proto3,oneof" json:"rpo_alpha,omitempty"`
+	RpoAlpha *float64 `protobuf:"fixed64,26,opt,name=rpo_alpha,json=rpoAlpha,proto3,oneof" json:"rpo_alpha,omitempty"`
+	// Experiment trackers the run also logs its parameters and metrics to, by the Trainer's
+	// integration names: `mlflow`, `wandb`, `tensorboard`, `comet_ml`, `clearml`, `neptune`,
+	// `dvclive`. Empty logs to none. The workers' environment configures them (for example
+	// `MLFLOW_TRACKING_URI`, `WANDB_API_KEY`); the run is named after the job.
+	ReportTo      []string `protobuf:"bytes,27,rep,name=report_to,json=reportTo,proto3" json:"report_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +361,13 @@ func (x *Hyperparameters) GetRpoAlpha() float64 {
 		return *x.RpoAlpha
 	}
 	return 0
+}
+
+func (x *Hyperparameters) GetReportTo() []string {
+	if x != nil {
+		return x.ReportTo
+	}
+	return nil
 }
 
 // A fine-tuning job.
@@ -1996,7 +2008,7 @@ var File_llmops_v1_training_service_proto protoreflect.FileDescriptor
 
 const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"\n" +
-	" llmops/v1/training_service.proto\x12\tllmops.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14llmops/v1/jobs.proto\x1a llmops/v1/registry_service.proto\"\xe1\v\n" +
+	" llmops/v1/training_service.proto\x12\tllmops.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14llmops/v1/jobs.proto\x1a llmops/v1/registry_service.proto\"\xfe\v\n" +
 	"\x0fHyperparameters\x12(\n" +
 	"\rlearning_rate\x18\x01 \x01(\x01H\x00R\flearningRate\x88\x01\x01\x12 \n" +
 	"\tmax_steps\x18\x02 \x01(\x03H\x01R\bmaxSteps\x88\x01\x01\x12-\n" +
@@ -2029,7 +2041,8 @@ const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"\x14completion_only_loss\x18\x17 \x01(\bH\x15R\x12completionOnlyLoss\x88\x01\x01\x12&\n" +
 	"\fdouble_quant\x18\x18 \x01(\bH\x16R\vdoubleQuant\x88\x01\x01\x12(\n" +
 	"\rfull_finetune\x18\x19 \x01(\bH\x17R\ffullFinetune\x88\x01\x01\x12 \n" +
-	"\trpo_alpha\x18\x1a \x01(\x01H\x18R\brpoAlpha\x88\x01\x01B\x10\n" +
+	"\trpo_alpha\x18\x1a \x01(\x01H\x18R\brpoAlpha\x88\x01\x01\x12\x1b\n" +
+	"\treport_to\x18\x1b \x03(\tR\breportToB\x10\n" +
 	"\x0e_learning_rateB\f\n" +
 	"\n" +
 	"_max_stepsB\x13\n" +
