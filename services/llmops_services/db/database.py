@@ -106,9 +106,22 @@ class Database:
     def migrate(self) -> None:
         """Brings the schema to the newest Alembic revision."""
         config = alembic_config(self.url)
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                # SQLite's batch migrations rebuild a table (copy, drop, rename): with foreign
+                # keys enforced, dropping one that other rows point at (models, under aliases)
+                # fails, so they are off while migrating, as Alembic's docs say. PRAGMA is a
+                # no-op inside a transaction, hence the commit before `begin`.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+            finally:
+                if self.is_sqlite:
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    connection.commit()
 
     def close(self) -> None:
         """Closes every pooled connection."""
