@@ -1,7 +1,7 @@
 """One trace end to end, as an OTLP receiver gets it from every process: a REST call through the
 real gateway binary, the Training service, the queue, the worker's attempt and the Registry call
-that registers the adapter; and an OpenAI chat completion through the gateway to the Inference
-service and its engine span."""
+that registers the adapter (and an eval run's attempt likewise); and an OpenAI chat completion
+through the gateway to the Inference service and its engine span."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ class Stack:
 def traced(
     binary: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """The services (one process), a Redis and the gateway, all exporting to one receiver, with
-    the base model `tiny` registered."""
+    """The services (one process), a Redis, a worker and the gateway, all exporting to one
+    receiver, with the base model `tiny` registered."""
     root = tmp_path_factory.mktemp("traces")
     collector = Collector()
     redis = PrivateRedis(root / "redis").start()
@@ -57,12 +57,19 @@ def traced(
             env = {**os.environ, "LLMOPS_OTLP_ENDPOINT": endpoint, "LLMOPS_SERVICE_NAME": SERVICES}
             gateway = GatewayProcess(binary, address, "127.0.0.1:0", grace=2, env=env)
             url = gateway.start(timeout=30)
+            workers = Workers(redis_url=redis.url, data_dir=root / "data")
             try:
+                workers.start(
+                    LLMOPS_OTLP_ENDPOINT=endpoint,
+                    LLMOPS_SERVICE_NAME=SERVICES,
+                    LLMOPS_REGISTRY_ADDRESS=address,
+                )
                 model = {"name": "tiny", "kind": "MODEL_KIND_BASE", "uri": str(tiny_model)}
                 registered = httpx.post(f"{url}/v1/models", json={"model": model}, timeout=30)
                 assert registered.status_code == 200, registered.text
                 yield Stack(collector, endpoint, redis.url, root / "data", address, url)
             finally:
+                workers.stop()
                 gateway.stop()
     finally:
         redis.stop()
@@ -107,41 +114,30 @@ def _assert_http_server_span(span: ReceivedSpan, method: str, path: str, status:
 
 @pytest.mark.timeout(300)
 def test_a_rest_training_job_is_one_trace_from_gateway_to_registry(traced: Stack) -> None:
-    workers = Workers(redis_url=traced.redis_url, data_dir=traced.data_dir)
-    workers.start(
-        LLMOPS_OTLP_ENDPOINT=traced.otlp_endpoint,
-        LLMOPS_SERVICE_NAME=SERVICES,
-        LLMOPS_REGISTRY_ADDRESS=traced.address,
-    )
-    try:
-        trace_id, caller, traceparent = _traceparent()
-        create = {
-            "method": "TRAINING_METHOD_SFT",
-            "base_model": "tiny",
-            "dataset": "demo-sft",
-            "hyperparameters": {**FAST, "max_steps": 2},
-        }
-        with httpx.Client(base_url=traced.url, timeout=30) as http:
-            created = http.post(
-                "/v1/trainingJobs", json=create, headers={"traceparent": traceparent}
-            )
-            assert created.status_code == 200, created.text
-            job_id = created.json()["id"]
-            spans = traced.collector.wait_for_trace(
-                trace_id,
-                {
-                    (GATEWAY, "POST /v1/trainingJobs"),
-                    (GATEWAY, "llmops.v1.TrainingService/CreateTrainingJob"),
-                    (SERVICES, "/llmops.v1.TrainingService/CreateTrainingJob"),
-                    (WORKER, "llmops.training.attempt"),
-                    (WORKER, "llmops.job.register"),
-                    (SERVICES, "/llmops.v1.RegistryService/CreateModel"),
-                },
-                timeout=240,
-            )
-            assert http.get(f"/v1/trainingJobs/{job_id}").json()["state"] == "JOB_STATE_SUCCEEDED"
-    finally:
-        workers.stop()
+    trace_id, caller, traceparent = _traceparent()
+    create = {
+        "method": "TRAINING_METHOD_SFT",
+        "base_model": "tiny",
+        "dataset": "demo-sft",
+        "hyperparameters": {**FAST, "max_steps": 2},
+    }
+    with httpx.Client(base_url=traced.url, timeout=30) as http:
+        created = http.post("/v1/trainingJobs", json=create, headers={"traceparent": traceparent})
+        assert created.status_code == 200, created.text
+        job_id = created.json()["id"]
+        spans = traced.collector.wait_for_trace(
+            trace_id,
+            {
+                (GATEWAY, "POST /v1/trainingJobs"),
+                (GATEWAY, "llmops.v1.TrainingService/CreateTrainingJob"),
+                (SERVICES, "/llmops.v1.TrainingService/CreateTrainingJob"),
+                (WORKER, "llmops.training.attempt"),
+                (WORKER, "llmops.job.register"),
+                (SERVICES, "/llmops.v1.RegistryService/CreateModel"),
+            },
+            timeout=240,
+        )
+        assert http.get(f"/v1/trainingJobs/{job_id}").json()["state"] == "JOB_STATE_SUCCEEDED"
 
     server = _one(spans, GATEWAY, "POST /v1/trainingJobs")
     _assert_http_server_span(server, "POST", "/v1/trainingJobs", 200)
@@ -199,3 +195,33 @@ def test_an_openai_chat_completion_is_one_trace_from_gateway_to_engine(traced: S
     usage = answer.json()["usage"]
     assert engine.attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     _assert_one_tree(spans, server, caller)
+
+
+@pytest.mark.timeout(300)
+def test_an_eval_runs_attempt_continues_the_trace_of_the_call_that_created_it(
+    traced: Stack,
+) -> None:
+    trace_id, caller, traceparent = _traceparent()
+    create = {
+        "model": "tiny",
+        "dataset": "demo-eval",
+        "limit": 4,
+        "generation": {"max_new_tokens": 4, "batch_size": 4},
+    }
+    with httpx.Client(base_url=traced.url, timeout=30) as http:
+        created = http.post("/v1/evalRuns", json=create, headers={"traceparent": traceparent})
+        assert created.status_code == 200, created.text
+    spans = traced.collector.wait_for_trace(
+        trace_id,
+        {
+            (GATEWAY, "POST /v1/evalRuns"),
+            (SERVICES, "/llmops.v1.EvalService/CreateEvalRun"),
+            (WORKER, "llmops.eval.attempt"),
+        },
+        timeout=240,
+    )
+    create_span = _one(spans, SERVICES, "/llmops.v1.EvalService/CreateEvalRun")
+    attempt = _one(spans, WORKER, "llmops.eval.attempt")
+    assert attempt.parent_span_id == create_span.span_id
+    assert attempt.attributes["llmops.job.id"] == created.json()["id"]
+    _assert_one_tree(spans, _one(spans, GATEWAY, "POST /v1/evalRuns"), caller)
