@@ -141,7 +141,7 @@ func startGateway(t *testing.T, cfg Config) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	handler, err := newHandler(context.Background(), cfg, conn, nil, slog.New(slog.DiscardHandler))
+	handler, err := newHandler(context.Background(), cfg, conn, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,8 @@ type Config struct {
 	BackendKey        string // its PEM private key
 	BackendServerName string // name checked in the backend's certificate, if not the address's host
 
+	MetricsListen string // address serving Prometheus /metrics; empty: none
+
 	OTLPEndpoint string // OTLP/gRPC endpoint spans are exported to; empty: no tracing
 	ServiceName  string // service.name of the spans is this plus "-gateway"
 }
@@ -58,6 +60,7 @@ var envNames = map[string]string{
 	"backend-cert":        "LLMOPS_TLS_CERT_FILE",
 	"backend-key":         "LLMOPS_TLS_KEY_FILE",
 	"backend-server-name": "LLMOPS_TLS_SERVER_NAME",
+	"metrics-listen":      "LLMOPS_GATEWAY_METRICS_LISTEN",
 	// Tracing is configured like the services' and workers' (llmops_services/settings.py).
 	"otlp-endpoint": "LLMOPS_OTLP_ENDPOINT",
 	"service-name":  "LLMOPS_SERVICE_NAME",
@@ -81,6 +84,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.StringVar(&cfg.BackendCert, "backend-cert", "", "PEM client certificate `file` for mutual TLS with the backend; needs -backend-key (implies TLS)")
 	fs.StringVar(&cfg.BackendKey, "backend-key", "", "PEM private key `file` of -backend-cert")
 	fs.StringVar(&cfg.BackendServerName, "backend-server-name", "", "`name` to check in the backend's certificate (default: the host of -backend)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (port 0 picks a free one); empty: none")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC `endpoint` to export spans to (http://host:4317 plaintext, https://... TLS); empty: no spans")
 	fs.StringVar(&cfg.ServiceName, "service-name", "llmops", "`name` whose \"-gateway\" form is the spans' service.name")
 	fs.Usage = func() {
@@ -164,7 +168,16 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 		return err
 	}
 	defer conn.Close()
-	handler, err := newHandler(ctx, cfg, conn, tr, logger)
+	var metrics *httpMetrics
+	if cfg.MetricsListen != "" {
+		metrics = newHTTPMetrics()
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, metrics, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	handler, err := newHandler(ctx, cfg, conn, tr, metrics, logger)
 	if err != nil {
 		return err
 	}
@@ -213,4 +226,20 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	}
 	logger.Info("gateway stopped")
 	return nil
+}
+
+// serveMetrics serves metrics at http://address/metrics until the returned function is called.
+func serveMetrics(address string, metrics *httpMetrics, logger *slog.Logger) (func(), error) {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	server := &http.Server{
+		Handler:           metrics.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() { _ = server.Serve(listener) }()
+	logger.Info("metrics served", "url", "http://"+listener.Addr().String()+"/metrics")
+	return func() { _ = server.Close() }, nil
 }

@@ -50,7 +50,7 @@ func startTracedGateway(t *testing.T, b *backend) (string, endedSpans) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	handler, err := newHandler(context.Background(), cfg, conn, tr, slog.New(slog.DiscardHandler))
+	handler, err := newHandler(context.Background(), cfg, conn, tr, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

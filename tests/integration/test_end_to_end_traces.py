@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from llmops_services.gateway import GatewayProcess
-from llmops_services.jobs.private_redis import PrivateRedis
+from llmops_services.jobs.private_redis import PrivateRedis, free_port
 from tests.integration.test_tracing import Collector, ReceivedSpan, receiving, serving
 from tests.integration.workers import FAST, Workers
 
@@ -32,6 +32,7 @@ class Stack:
     data_dir: Path
     address: str  # the services' gRPC address
     url: str  # the gateway's
+    metrics_url: str  # the gateway's Prometheus endpoint
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,13 @@ def traced(
                 LLMOPS_SERVICE_NAME=SERVICES,
             ) as address,
         ):
-            env = {**os.environ, "LLMOPS_OTLP_ENDPOINT": endpoint, "LLMOPS_SERVICE_NAME": SERVICES}
+            metrics = f"127.0.0.1:{free_port()}"
+            env = {
+                **os.environ,
+                "LLMOPS_OTLP_ENDPOINT": endpoint,
+                "LLMOPS_SERVICE_NAME": SERVICES,
+                "LLMOPS_GATEWAY_METRICS_LISTEN": metrics,
+            }
             gateway = GatewayProcess(binary, address, "127.0.0.1:0", grace=2, env=env)
             url = gateway.start(timeout=30)
             workers = Workers(redis_url=redis.url, data_dir=root / "data")
@@ -67,7 +74,15 @@ def traced(
                 model = {"name": "tiny", "kind": "MODEL_KIND_BASE", "uri": str(tiny_model)}
                 registered = httpx.post(f"{url}/v1/models", json={"model": model}, timeout=30)
                 assert registered.status_code == 200, registered.text
-                yield Stack(collector, endpoint, redis.url, root / "data", address, url)
+                yield Stack(
+                    collector,
+                    endpoint,
+                    redis.url,
+                    root / "data",
+                    address,
+                    url,
+                    f"http://{metrics}/metrics",
+                )
             finally:
                 workers.stop()
                 gateway.stop()
@@ -195,6 +210,12 @@ def test_an_openai_chat_completion_is_one_trace_from_gateway_to_engine(traced: S
     usage = answer.json()["usage"]
     assert engine.attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     _assert_one_tree(spans, server, caller)
+    # The request was measured before its span ended (and so before the receiver had it).
+    scraped = httpx.get(traced.metrics_url, timeout=10).text
+    assert (
+        "llmops_gateway_http_request_duration_seconds_count"
+        '{code="200",method="POST",route="/openai/v1/chat/completions"} 1'
+    ) in scraped
 
 
 @pytest.mark.timeout(300)
