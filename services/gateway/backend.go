@@ -18,13 +18,13 @@ const readyTimeout = 2 * time.Second
 // dialBackend makes the one client connection every route shares. It connects lazily and, after
 // the services restart, retries within seconds (gRPC's default backoff grows to two minutes).
 // Plaintext unless cfg asks for TLS (backendCredentials); a certificate or key file that cannot be
-// read or parsed is an error here, at startup.
-func dialBackend(cfg Config) (*grpc.ClientConn, error) {
+// read or parsed is an error here, at startup. With tr, every call has a client span.
+func dialBackend(cfg Config, tr *tracing) (*grpc.ClientConn, error) {
 	creds, err := backendCredentials(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient(cfg.Backend,
+	options := append(tr.dialOptions(),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -34,6 +34,7 @@ func dialBackend(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithChainUnaryInterceptor(unaryDeadline(cfg.Timeout)),
 		grpc.WithChainStreamInterceptor(streamDeadline(cfg.Timeout, cfg.StreamTimeout)),
 	)
+	return grpc.NewClient(cfg.Backend, options...)
 }
 
 // unaryDeadline gives a call without a deadline (no Grpc-Timeout header) one of d.

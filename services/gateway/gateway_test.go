@@ -136,12 +136,12 @@ func testConfig(backendAddress string) Config {
 
 func startGateway(t *testing.T, cfg Config) *httptest.Server {
 	t.Helper()
-	conn, err := dialBackend(cfg)
+	conn, err := dialBackend(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	handler, err := newHandler(context.Background(), cfg, conn, slog.New(slog.DiscardHandler))
+	handler, err := newHandler(context.Background(), cfg, conn, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

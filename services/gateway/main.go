@@ -36,6 +36,11 @@ type Config struct {
 	BackendCert       string // PEM client certificate for mutual TLS (implies TLS)
 	BackendKey        string // its PEM private key
 	BackendServerName string // name checked in the backend's certificate, if not the address's host
+
+	MetricsListen string // address serving Prometheus /metrics; empty: none
+
+	OTLPEndpoint string // OTLP/gRPC endpoint spans are exported to; empty: no tracing
+	ServiceName  string // service.name of the spans is this plus "-gateway"
 }
 
 // envNames maps each flag to the environment variable that gives its default.
@@ -55,6 +60,10 @@ var envNames = map[string]string{
 	"backend-cert":        "LLMOPS_TLS_CERT_FILE",
 	"backend-key":         "LLMOPS_TLS_KEY_FILE",
 	"backend-server-name": "LLMOPS_TLS_SERVER_NAME",
+	"metrics-listen":      "LLMOPS_GATEWAY_METRICS_LISTEN",
+	// Tracing is configured like the services' and workers' (llmops_services/settings.py).
+	"otlp-endpoint": "LLMOPS_OTLP_ENDPOINT",
+	"service-name":  "LLMOPS_SERVICE_NAME",
 }
 
 // parseConfig reads flags, then the environment for every flag not given.
@@ -75,6 +84,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.StringVar(&cfg.BackendCert, "backend-cert", "", "PEM client certificate `file` for mutual TLS with the backend; needs -backend-key (implies TLS)")
 	fs.StringVar(&cfg.BackendKey, "backend-key", "", "PEM private key `file` of -backend-cert")
 	fs.StringVar(&cfg.BackendServerName, "backend-server-name", "", "`name` to check in the backend's certificate (default: the host of -backend)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (port 0 picks a free one); empty: none")
+	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC `endpoint` to export spans to (http://host:4317 plaintext, https://... TLS); empty: no spans")
+	fs.StringVar(&cfg.ServiceName, "service-name", "llmops", "`name` whose \"-gateway\" form is the spans' service.name")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: llmops-gateway [flags]\n\nEach flag's default can be set by its environment variable:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(fs.Output(), "  -%s\t%s\n", f.Name, envNames[f.Name]) })
@@ -139,12 +151,33 @@ func main() {
 // run serves until ctx ends, then shuts down within the grace period. Once listening, it writes
 // one line with the bound address to out (how `llmops up` learns a port picked with :0).
 func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) error {
-	conn, err := dialBackend(cfg)
+	tr, stopTracing, err := startTracing(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the server has stopped: the last requests' spans are flushed.
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			logger.Warn("spans not flushed", "error", err.Error())
+		}
+	}()
+	conn, err := dialBackend(cfg, tr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	handler, err := newHandler(ctx, cfg, conn, logger)
+	var metrics *httpMetrics
+	if cfg.MetricsListen != "" {
+		metrics = newHTTPMetrics()
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, metrics, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	handler, err := newHandler(ctx, cfg, conn, tr, metrics, logger)
 	if err != nil {
 		return err
 	}
@@ -173,7 +206,7 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	}
 	address := scheme + listener.Addr().String()
 	fmt.Fprintf(out, "llmops-gateway listening on %s (backend %s)\n", address, cfg.Backend)
-	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS())
+	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS(), "tracing", tr != nil)
 	if tlsConfig == nil && !isLoopback(listener.Addr()) {
 		logger.Warn("serving plaintext HTTP on a non-loopback address", "address", listener.Addr().String())
 	}
@@ -193,4 +226,20 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	}
 	logger.Info("gateway stopped")
 	return nil
+}
+
+// serveMetrics serves metrics at http://address/metrics until the returned function is called.
+func serveMetrics(address string, metrics *httpMetrics, logger *slog.Logger) (func(), error) {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	server := &http.Server{
+		Handler:           metrics.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() { _ = server.Serve(listener) }()
+	logger.Info("metrics served", "url", "http://"+listener.Addr().String()+"/metrics")
+	return func() { _ = server.Close() }, nil
 }

@@ -63,9 +63,10 @@ var registrations = []func(context.Context, *runtime.ServeMux, *grpc.ClientConn)
 }
 
 // newHandler is the gateway: the four services' routes, /healthz, /readyz, /openapi.json and
-// the OpenAI-compatible API (/openai/v1) on one mux, behind the request-id, access-log and body-limit middleware.
-func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger) (http.Handler, error) {
-	mux := runtime.NewServeMux(
+// the OpenAI-compatible API (/openai/v1) on one mux, behind the request-id, access-log and body-limit middleware,
+// with tr inside a server span per request, and with metrics measured.
+func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, tr *tracing, metrics *httpMetrics, logger *slog.Logger) (http.Handler, error) {
+	mux := runtime.NewServeMux(append(append(tr.muxOptions(), metrics.muxOptions()...),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithErrorHandler(errorHandler),
@@ -76,7 +77,7 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 		// gRPC's own headers) is not copied into Grpc-Metadata-* response headers.
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
-	)
+	)...)
 	for _, register := range registrations {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, err
@@ -111,7 +112,7 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 	if err := registerOpenAI(mux, conn); err != nil {
 		return nil, err
 	}
-	return withRequestID(accessLog(logger, limitBody(cfg.MaxBodyBytes, mux))), nil
+	return tr.wrap(metrics.wrap(withRequestID(accessLog(logger, limitBody(cfg.MaxBodyBytes, mux))))), nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, body string) {

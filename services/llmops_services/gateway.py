@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 BINARY_NAME = "llmops-gateway"
@@ -50,16 +51,28 @@ def find_binary(configured: str = "") -> Path:
 class GatewayProcess:
     """The gateway running as a child process, proxying to one gRPC address."""
 
-    def __init__(self, binary: Path, backend: str, listen: str, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        backend: str,
+        listen: str,
+        grace: float = 10.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`env` is the binary's environment (default: this process's), which configures what
+        the flags leave out: TLS, and tracing (`LLMOPS_OTLP_ENDPOINT`, `LLMOPS_SERVICE_NAME`)."""
         self.command = [str(binary), "-listen", listen, "-backend", backend]
         self.command += ["-shutdown-grace", f"{grace}s"]
         self.grace = grace
+        self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self, timeout: float = 30) -> str:
         """Starts the binary and returns its URL once it listens (its logs go to our stderr)."""
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, text=True, env=self.env
+        )
         assert self.process.stdout is not None
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(

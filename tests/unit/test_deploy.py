@@ -286,7 +286,7 @@ def test_compose_runs_the_stack_and_scrapes_it() -> None:
     assert {"services", "worker", "gateway", "prometheus", "grafana"} <= default
     prometheus = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
     targets = json.dumps(prometheus["scrape_configs"])
-    for target in ("services:9464", '"worker"', "vllm:8000", "otel-collector:8888"):
+    for target in ("services:9464", "gateway:9466", '"worker"', "vllm:8000", "otel-collector:8888"):
         assert target in targets
     # the alert rules are mounted beside prometheus.yml, where its rule_files finds them
     assert prometheus["rule_files"] == ["alerts.yaml"]

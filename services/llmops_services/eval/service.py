@@ -20,6 +20,7 @@ from llmops_services.jobs import convert as job_convert
 from llmops_services.jobs.kinds import JobKind
 from llmops_services.jobs.queue import JobQueue
 from llmops_services.jobs.store import get_job
+from llmops_services.jobs.trace_context import job_traceparent
 from llmops_services.registry import models
 from llmops_services.registry.names import require
 from llmops_services.runtime.context import Context
@@ -105,6 +106,7 @@ class EvalService(pb_grpc.EvalServiceServicer):
                 template_version=checked.template_version,
                 hyperparameters=checked.settings,
                 resolved_hyperparameters=checked.settings,
+                traceparent=job_traceparent(context),
             )
             return creation.Draft(row, "run created")
 

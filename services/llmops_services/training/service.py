@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from google.protobuf import json_format
-from opentelemetry import propagate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,10 +29,11 @@ from llmops_services.jobs import convert as job_convert
 from llmops_services.jobs.kinds import JobKind
 from llmops_services.jobs.queue import JobQueue
 from llmops_services.jobs.store import checkpoints_of, get_job
+from llmops_services.jobs.trace_context import job_traceparent
 from llmops_services.registry import convert as registry_convert
 from llmops_services.registry import models
 from llmops_services.registry.names import check_name, require
-from llmops_services.runtime.context import Context, trace_id_var
+from llmops_services.runtime.context import Context
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
 from llmops_services.training import checkpoints, convert, merges, requests
@@ -79,7 +79,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
                 resolved_hyperparameters=json_format.MessageToDict(
                     checked.resolved, preserving_proto_field_name=True
                 ),
-                traceparent=_traceparent(context),
+                traceparent=job_traceparent(context),
             )
             created = "job created"
             if checked.auto_notes:
@@ -250,7 +250,7 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
     # Merge jobs
 
     async def MergeAdapter(self, request: pb.MergeAdapterRequest, context: Context) -> pb.MergeJob:
-        traceparent = _traceparent(context)
+        traceparent = job_traceparent(context)
 
         def draft(session: Session) -> creation.Draft:
             checked = merges.check(session, request)
@@ -316,19 +316,6 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
             self.db, request.id, MERGE, request.after_sequence, poll, self.queue.signals
         ):
             yield event
-
-
-def _traceparent(context: Context) -> str:
-    """The trace context the job's worker spans continue: this call's own span when tracing is
-    on, else the caller's `traceparent`, else one made from the call's trace id."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if carrier.get("traceparent"):
-        return carrier["traceparent"]
-    for key, value in context.invocation_metadata() or ():
-        if key == "traceparent":
-            return str(value)[:64]
-    return f"00-{trace_id_var.get()}-{'0' * 15}1-01" if trace_id_var.get() else ""
 
 
 def binding(platform: Platform, queue: JobQueue) -> ServiceBinding:
