@@ -51,7 +51,16 @@ def fresh_database_url() -> str:
     return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def database_url_for_tests() -> str:
-    """The `database_url` a test server gets: empty (SQLite in its data dir) or a fresh
-    PostgreSQL database."""
-    return fresh_database_url() if test_backend() == "postgres" else ""
+_DATABASES: dict[Path, str] = {}
+
+
+def database_url_for_tests(data_dir: Path) -> str:
+    """The `database_url` a test server on `data_dir` gets: empty (SQLite in the data dir), or a
+    PostgreSQL database of that data dir's own, made fresh for the first server on it and kept
+    for the next (a test that restarts its server finds its data again)."""
+    if test_backend() != "postgres":
+        return ""
+    key = data_dir.resolve()
+    if key not in _DATABASES:
+        _DATABASES[key] = fresh_database_url()
+    return _DATABASES[key]

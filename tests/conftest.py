@@ -24,7 +24,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test server: free ports, no key cache, a short grace period, and the
     database of `LLMOPS_TEST_BACKEND` (tests/backend.py) unless the test names one."""
     values: dict[str, Any] = {
-        "database_url": overrides.get("database_url") or database_url_for_tests(),
+        "database_url": overrides.get("database_url") or database_url_for_tests(data_dir),
         "data_dir": data_dir,
         "grpc_port": 0,
         "metrics_port": 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -101,5 +102,20 @@ def test_datasets_in_an_fsspec_store(tmp_path: Path) -> None:
                 assert handle.read() == ROWS
             client.datasets.delete("remote")
             assert not platform.store.exists(platform.store.key_of(uploaded.dataset.uri))
+    finally:
+        running.stop()
+
+
+def test_non_finite_metrics_are_kept_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL's JSON refuses Infinity: an eval of a model that never predicts the reference
+    has an infinite perplexity, and saving it failed the run there."""
+    running = ServerThread(make_settings(tmp_path / "data", database_url=postgres_url)).start()
+    try:
+        with llmops.Client(running.address, timeout=10) as client:
+            made = client.models.create(
+                "pg-inf", str(_model_dir(tmp_path / "inf")), metrics={"perplexity": math.inf}
+            )
+            assert made.metrics["perplexity"] == math.inf
+            assert client.models.get("pg-inf").metrics["perplexity"] == math.inf
     finally:
         running.stop()
