@@ -20,11 +20,17 @@ const readyTimeout = 2 * time.Second
 // Plaintext unless cfg asks for TLS (backendCredentials); a certificate or key file that cannot be
 // read or parsed is an error here, at startup.
 func dialBackend(cfg Config) (*grpc.ClientConn, error) {
+	return dialAddress(cfg, cfg.Backend)
+}
+
+// dialAddress connects to one gRPC address with the backend's settings (TLS, message size,
+// backoff, deadlines): the services' address, or one Inference replica's.
+func dialAddress(cfg Config, address string) (*grpc.ClientConn, error) {
 	creds, err := backendCredentials(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient(cfg.Backend,
+	return grpc.NewClient(address,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{

@@ -36,6 +36,9 @@ type Config struct {
 	BackendCert       string // PEM client certificate for mutual TLS (implies TLS)
 	BackendKey        string // its PEM private key
 	BackendServerName string // name checked in the backend's certificate, if not the address's host
+
+	InferenceBackends []string // gRPC addresses of Inference replicas; empty: Inference on Backend
+	InferenceRouting  string   // how requests are spread over them: affinity or round-robin
 }
 
 // envNames maps each flag to the environment variable that gives its default.
@@ -55,6 +58,8 @@ var envNames = map[string]string{
 	"backend-cert":        "LLMOPS_TLS_CERT_FILE",
 	"backend-key":         "LLMOPS_TLS_KEY_FILE",
 	"backend-server-name": "LLMOPS_TLS_SERVER_NAME",
+	"inference-backends":  "LLMOPS_GATEWAY_INFERENCE_BACKENDS",
+	"inference-routing":   "LLMOPS_GATEWAY_INFERENCE_ROUTING",
 }
 
 // parseConfig reads flags, then the environment for every flag not given.
@@ -75,6 +80,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.StringVar(&cfg.BackendCert, "backend-cert", "", "PEM client certificate `file` for mutual TLS with the backend; needs -backend-key (implies TLS)")
 	fs.StringVar(&cfg.BackendKey, "backend-key", "", "PEM private key `file` of -backend-cert")
 	fs.StringVar(&cfg.BackendServerName, "backend-server-name", "", "`name` to check in the backend's certificate (default: the host of -backend)")
+	fs.Var((*addressList)(&cfg.InferenceBackends), "inference-backends", "comma-separated gRPC `addresses` of Inference replicas to route generation to, by adapter affinity (default: the Inference service at -backend)")
+	fs.StringVar(&cfg.InferenceRouting, "inference-routing", routingAffinity, "how generation is spread over -inference-backends: `affinity` (replicas that hold the model, else rendezvous hashing, bounded by load) or round-robin")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: llmops-gateway [flags]\n\nEach flag's default can be set by its environment variable:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(fs.Output(), "  -%s\t%s\n", f.Name, envNames[f.Name]) })
@@ -105,6 +112,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 		return cfg, errors.New("-timeout must be positive")
 	case cfg.StreamTimeout < 0 || cfg.ShutdownGrace < 0:
 		return cfg, errors.New("-stream-timeout and -shutdown-grace must not be negative")
+	case cfg.InferenceRouting != routingAffinity && cfg.InferenceRouting != routingRoundRobin:
+		return cfg, fmt.Errorf("-inference-routing must be %s or %s, not %q", routingAffinity, routingRoundRobin, cfg.InferenceRouting)
 	}
 	source := func(name string) string {
 		if fromEnv[name] {
@@ -144,7 +153,12 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 		return err
 	}
 	defer conn.Close()
-	handler, err := newHandler(ctx, cfg, conn, logger)
+	inference, closeInference, err := inferenceClient(ctx, cfg, conn, logger)
+	if err != nil {
+		return err
+	}
+	defer closeInference()
+	handler, err := newHandler(ctx, cfg, conn, inference, logger)
 	if err != nil {
 		return err
 	}
@@ -173,7 +187,8 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	}
 	address := scheme + listener.Addr().String()
 	fmt.Fprintf(out, "llmops-gateway listening on %s (backend %s)\n", address, cfg.Backend)
-	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS())
+	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS(),
+		"inference_backends", cfg.InferenceBackends, "inference_routing", cfg.InferenceRouting)
 	if tlsConfig == nil && !isLoopback(listener.Addr()) {
 		logger.Warn("serving plaintext HTTP on a non-loopback address", "address", listener.Addr().String())
 	}

@@ -55,16 +55,17 @@ var marshaler = &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }}
 
+// registrations are the services proxied over the one backend connection; the Inference
+// service's routes take their own client (inferenceClient), which may route over replicas.
 var registrations = []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 	llmopsv1.RegisterRegistryServiceHandler,
 	llmopsv1.RegisterTrainingServiceHandler,
 	llmopsv1.RegisterEvalServiceHandler,
-	llmopsv1.RegisterInferenceServiceHandler,
 }
 
 // newHandler is the gateway: the four services' routes, /healthz, /readyz, /openapi.json and
 // the OpenAI-compatible API (/openai/v1) on one mux, behind the request-id, access-log and body-limit middleware.
-func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger) (http.Handler, error) {
+func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, inference llmopsv1.InferenceServiceClient, logger *slog.Logger) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
@@ -81,6 +82,9 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, err
 		}
+	}
+	if err := llmopsv1.RegisterInferenceServiceHandlerClient(ctx, mux, inference); err != nil {
+		return nil, err
 	}
 	health := healthpb.NewHealthClient(conn)
 	routes := map[string]runtime.HandlerFunc{
@@ -108,7 +112,7 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *
 			return nil, err
 		}
 	}
-	if err := registerOpenAI(mux, conn); err != nil {
+	if err := registerOpenAI(mux, conn, inference); err != nil {
 		return nil, err
 	}
 	return withRequestID(accessLog(logger, limitBody(cfg.MaxBodyBytes, mux))), nil
