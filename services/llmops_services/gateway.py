@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 BINARY_NAME = "llmops-gateway"
@@ -50,9 +51,16 @@ def find_binary(configured: str = "") -> Path:
 class GatewayProcess:
     """The gateway running as a child process, proxying to one gRPC address."""
 
-    def __init__(self, binary: Path, backend: str, listen: str, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        backend: str,
+        listen: str,
+        grace: float = 10.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.command = [str(binary), "-listen", listen, "-backend", backend]
-        self.command += ["-shutdown-grace", f"{grace}s"]
+        self.command += ["-shutdown-grace", f"{grace}s", *extra_args]
         self.grace = grace
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
