@@ -10,10 +10,17 @@ import (
 	"slices"
 )
 
-// loadFactor bounds how far above the average in-flight count a replica may be and still take
-// a request by affinity or hash (consistent hashing with bounded loads, as KubeAI's router does):
-// a hot adapter spills onto a second replica instead of queueing behind one.
-const loadFactor = 1.25
+// loadFactor and minLoadBound bound how many requests a replica may have in flight and still
+// take one more by affinity or hash: loadFactor times the mean (consistent hashing with bounded
+// loads, KubeAI's factor), but never fewer than minLoadBound. Over the bound a hot adapter spills
+// onto the next replica by hash instead of piling onto one. The floor is there because the
+// engine batches concurrent requests, so a few more on one replica cost little, while a spill
+// costs an adapter load and may evict another adapter there: without it, chance bunching at
+// low concurrency spilled often enough to halve the cache hit rate (bench/routing.py).
+const (
+	loadFactor   = 1.25
+	minLoadBound = 8
+)
 
 // candidate is one replica as the chooser sees it.
 type candidate struct {
@@ -64,20 +71,22 @@ func hrwOrder(cands []candidate, key string) []int {
 	return order
 }
 
-// loadBound is the most requests a replica may have in flight before taking one more:
-// loadFactor times the average once this request is counted, rounded up (never below 1).
+// loadBound is the most requests a replica may have in flight, this one included: loadFactor
+// times the mean once this request is counted, rounded up, and at least minLoadBound.
 func loadBound(cands []candidate, eligible []int) int {
 	total := 1
 	for _, i := range eligible {
 		total += cands[i].inflight
 	}
-	return int(math.Ceil(loadFactor * float64(total) / float64(len(eligible))))
+	return max(int(math.Ceil(loadFactor*float64(total)/float64(len(eligible)))), minLoadBound)
 }
 
 // chooseAffinity picks the replica for a model key:
 //
 //  1. among healthy replicas that hold the model and are under the load bound, the one with the
-//     fewest requests in flight (ties: the higher HRW score);
+//     highest HRW score. Not the least loaded one: that would alternate a model between every
+//     replica holding it and keep each of them holding it, which is round-robin again once
+//     adapters outnumber a replica's budget (bench/routing.py showed the hit rate fall);
 //  2. otherwise the healthy replica with the highest HRW score for the key that is under the
 //     load bound (it will load the model, and later requests for it follow by affinity);
 //  3. with no healthy replica, the HRW choice among all, so the caller gets the real error (or
@@ -99,14 +108,10 @@ func chooseAffinity(cands []candidate, key string) int {
 		return order[0]
 	}
 	bound := loadBound(cands, eligible)
-	best := -1
-	for _, i := range eligible { // HRW order, so the first of equal load wins
-		if cands[i].holds && cands[i].inflight+1 <= bound && (best < 0 || cands[i].inflight < cands[best].inflight) {
-			best = i
+	for _, i := range eligible { // in HRW order
+		if cands[i].holds && cands[i].inflight+1 <= bound {
+			return i
 		}
-	}
-	if best >= 0 {
-		return best
 	}
 	for _, i := range eligible {
 		if cands[i].inflight+1 <= bound {

@@ -111,20 +111,32 @@ func TestUnhealthyReplicasAreSkipped(t *testing.T) {
 	}
 }
 
-func TestLoadBreaksTiesBetweenHolders(t *testing.T) {
+func TestHoldersAreTakenInHashOrderUnderTheLoadBound(t *testing.T) {
 	cands := healthyCandidates("a:1", "b:1", "c:1")
 	for i := range cands {
 		cands[i].holds = true
 	}
-	cands[0].inflight, cands[1].inflight, cands[2].inflight = 2, 0, 1
-	if got := chooseAffinity(cands, "m"); got != 1 {
-		t.Errorf("chose %d, not the least loaded holder 1", got)
+	order := hrwOrder(cands, "m")
+	// Under the bound, the hash's first holder keeps the model even when busier than the
+	// others: moving it would make every holder keep it loaded.
+	cands[order[0]].inflight = minLoadBound - 1
+	if got := chooseAffinity(cands, "m"); got != order[0] {
+		t.Errorf("chose %d, not the hash's first holder %d", got, order[0])
 	}
-	// Equal load: the hash decides, the same way every time.
-	cands[0].inflight, cands[1].inflight, cands[2].inflight = 1, 1, 1
-	want := hrwOrder(cands, "m")[0]
-	if got := chooseAffinity(cands, "m"); got != want {
-		t.Errorf("chose %d, not the hash's first %d", got, want)
+	// Over the bound (the floor, above 1.25 x the mean), the next holder by hash takes it.
+	cands[order[0]].inflight = minLoadBound
+	cands[order[1]].inflight = 1
+	if got := chooseAffinity(cands, "m"); got != order[1] {
+		t.Errorf("chose %d, not the next holder %d", got, order[1])
+	}
+	// Over 1.25 x the mean (ceil(1.25 * (24 + 10 + 10 + 1) / 3) = 19), the same.
+	cands[order[0]].inflight, cands[order[1]].inflight, cands[order[2]].inflight = 24, 10, 10
+	if got := chooseAffinity(cands, "m"); got != order[1] {
+		t.Errorf("chose %d, not the next holder %d", got, order[1])
+	}
+	cands[order[0]].inflight = 14 // ceil(1.25 * (14 + 10 + 10 + 1) / 3) = 15
+	if got := chooseAffinity(cands, "m"); got != order[0] {
+		t.Errorf("chose %d, though the first holder %d is under the bound", got, order[0])
 	}
 }
 
@@ -133,13 +145,22 @@ func TestAnOverloadedReplicaSpillsToTheNextByHash(t *testing.T) {
 	order := hrwOrder(cands, "m")
 	top, next := order[0], order[1]
 	cands[top].holds = true
-	cands[top].inflight = 2 // bound: ceil(1.25 * 3 / 2) = 2, so a third request does not fit
+	cands[top].inflight = minLoadBound // one more would be over the floor
 	if got := chooseAffinity(cands, "m"); got != next {
 		t.Errorf("chose %d with %d in flight there; want the spill to %d", got, cands[got].inflight, next)
 	}
-	cands[top].inflight = 1
+	cands[top].inflight = minLoadBound - 1
 	if got := chooseAffinity(cands, "m"); got != top {
 		t.Errorf("chose %d, though the holder %d is under the bound", got, top)
+	}
+	// Nobody holds it: the hash's first unless it is over the bound.
+	cands[top].holds = false
+	if got := chooseAffinity(cands, "m"); got != top {
+		t.Errorf("chose %d for a model nobody holds; want the hash's first %d", got, top)
+	}
+	cands[top].inflight = minLoadBound
+	if got := chooseAffinity(cands, "m"); got != next {
+		t.Errorf("chose %d; want the spill to %d", got, next)
 	}
 }
 

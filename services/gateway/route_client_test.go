@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -45,6 +46,12 @@ func (f *fakeReplica) serve(model string) (string, error) {
 	return id, nil
 }
 
+func (f *fakeReplica) setUnavailable(unavailable bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unavailable = unavailable
+}
+
 func (f *fakeReplica) Generate(_ context.Context, req *llmopsv1.GenerateRequest) (*llmopsv1.GenerateResponse, error) {
 	id, err := f.serve(req.GetModel())
 	if err != nil {
@@ -67,6 +74,9 @@ func (f *fakeReplica) StreamGenerate(req *llmopsv1.StreamGenerateRequest, stream
 func (f *fakeReplica) ListServedModels(context.Context, *llmopsv1.ListServedModelsRequest) (*llmopsv1.ListServedModelsResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.unavailable {
+		return nil, status.Error(codes.Unavailable, "draining")
+	}
 	base := &llmopsv1.ServedBase{Model: "base"}
 	for id := range f.loaded {
 		base.Adapters = append(base.Adapters, &llmopsv1.ServedAdapter{Model: id})
@@ -145,17 +155,10 @@ func TestRequestsForOneModelStayOnOneReplica(t *testing.T) {
 		// By id, the model goes where its name went (the router learned the id from answers).
 		served[model][generate(t, url, "id-"+model)] = true
 	}
-	replicas := map[string]bool{}
 	for model, by := range served {
 		if len(by) != 1 {
 			t.Errorf("%s was served by %v", model, by)
 		}
-		for name := range by {
-			replicas[name] = true
-		}
-	}
-	if len(replicas) != 2 {
-		t.Errorf("six models all went to %v", replicas)
 	}
 }
 
@@ -171,28 +174,21 @@ func TestRoundRobinSpreadsOneModelOverEveryReplica(t *testing.T) {
 func TestAnUnavailableReplicaIsSkippedUntilHealthyAgain(t *testing.T) {
 	a, b := startReplica(t, "a"), startReplica(t, "b")
 	url := routedGateway(t, routingAffinity, a, b)
-	// Find a model that hashes to a (by id, so that the key never changes).
-	model := ""
-	for _, m := range []string{"id-m1", "id-m2", "id-m3", "id-m4", "id-m5", "id-m6", "id-m7", "id-m8"} {
-		if generate(t, url, m) == "a" {
-			model = m
-			break
-		}
+	model := modelHashedTo(a, a, b) // by id, so that the key never changes
+	if got := generate(t, url, model); got != "a" {
+		t.Fatalf("%s, hashed to a, was served by %s", model, got)
 	}
-	if model == "" {
-		t.Fatal("no model went to replica a")
-	}
-	// a answers UNAVAILABLE: the call is retried on b, and a is skipped from then on.
-	a.mu.Lock()
-	a.unavailable = true
-	a.mu.Unlock()
+	// a answers UNAVAILABLE (the call is retried on b, or a poll saw it first): a is skipped.
+	a.setUnavailable(true)
 	if got := generate(t, url, model); got != "b" {
 		t.Fatalf("served by %s while a was unavailable", got)
 	}
+	if got := streamGenerate(t, url, model); got != "b" {
+		t.Fatalf("served by %s while a was unavailable", got)
+	}
+	// a answers again but its health check says NOT_SERVING (draining): still skipped.
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	a.mu.Lock()
-	a.unavailable = false
-	a.mu.Unlock()
+	a.setUnavailable(false)
 	if got := streamGenerate(t, url, model); got != "b" {
 		t.Fatalf("served by %s while a was not serving", got)
 	}
@@ -207,15 +203,67 @@ func TestAnUnavailableReplicaIsSkippedUntilHealthyAgain(t *testing.T) {
 	}
 }
 
-func TestStreamsReleaseTheirReplica(t *testing.T) {
-	a := startReplica(t, "a")
-	state := newRouteState([]string{a.address}, false)
-	conn, err := dialAddress(testConfig(""), a.address)
-	if err != nil {
-		t.Fatal(err)
+// modelHashedTo is a model id whose rendezvous hash puts it on want among replicas.
+func modelHashedTo(want *fakeReplica, replicas ...*fakeReplica) string {
+	var addrs []string
+	for _, r := range replicas {
+		addrs = append(addrs, r.address)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	router := newRoutedInference(state, []*grpc.ClientConn{conn})
+	cands := healthyCandidates(addrs...)
+	for i := 0; ; i++ {
+		model := fmt.Sprintf("id-m%d", i)
+		if cands[chooseAffinity(cands, model)].addr == want.address {
+			return model
+		}
+	}
+}
+
+// routerWithoutPolls is a router over replicas whose health only calls change, for tests that
+// must not race a poll.
+func routerWithoutPolls(t *testing.T, replicas ...*fakeReplica) (*routeState, *routedInference) {
+	t.Helper()
+	var addrs []string
+	var conns []*grpc.ClientConn
+	for _, r := range replicas {
+		conn, err := dialAddress(testConfig(""), r.address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		addrs = append(addrs, r.address)
+		conns = append(conns, conn)
+	}
+	state := newRouteState(addrs, false)
+	return state, newRoutedInference(state, conns)
+}
+
+func TestAUnaryCallMeetingUnavailableIsRetriedOnAnotherReplica(t *testing.T) {
+	a, b := startReplica(t, "a"), startReplica(t, "b")
+	state, router := routerWithoutPolls(t, a, b)
+	a.setUnavailable(true)
+	b.setUnavailable(true)
+	for _, model := range []string{"m1", "m2", "m3", "m4"} {
+		_, err := router.Generate(context.Background(), &llmopsv1.GenerateRequest{Model: model})
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("%s: %v with every replica unavailable", model, err)
+		}
+	}
+	state.observe(0, time.Now(), true, nil)
+	state.observe(1, time.Now(), true, nil)
+	b.setUnavailable(false)
+	for _, model := range []string{modelHashedTo(a, a, b), modelHashedTo(b, a, b)} {
+		resp, err := router.Generate(context.Background(), &llmopsv1.GenerateRequest{Model: model})
+		if err != nil || resp.GetText() != "b" {
+			t.Fatalf("%s: %v, served by %q", model, err, resp.GetText())
+		}
+	}
+	if state.healthyCount() != 1 {
+		t.Errorf("%d healthy replicas; a answered UNAVAILABLE and should be skipped", state.healthyCount())
+	}
+}
+
+func TestStreamsReleaseTheirReplica(t *testing.T) {
+	state, router := routerWithoutPolls(t, startReplica(t, "a"))
 	inflight := func() int {
 		state.mu.Lock()
 		defer state.mu.Unlock()
