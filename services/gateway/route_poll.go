@@ -20,6 +20,19 @@ import (
 // before it gets traffic again, and how stale the view of loaded adapters may be.
 const pollInterval = time.Second
 
+// pollTimeout bounds one poll. A poll that runs out of time says nothing about health: a replica
+// busy decoding may answer slowly, and marking it unhealthy would move its adapters elsewhere.
+const pollTimeout = 2 * time.Second
+
+// verdict is what one poll found out about a replica's health.
+type verdict int
+
+const (
+	unknown   verdict = iota // the poll timed out: keep what was known
+	healthy                  // SERVING
+	unhealthy                // NOT_SERVING, or not answering at all
+)
+
 // pollReplicas polls every replica until ctx ends, each on its own goroutine (a replica that
 // hangs delays only its own view).
 func pollReplicas(ctx context.Context, state *routeState, conns []*grpc.ClientConn, logger *slog.Logger) {
@@ -36,11 +49,13 @@ func pollReplica(ctx context.Context, state *routeState, i int, conn *grpc.Clien
 	wasHealthy := true
 	for {
 		started := time.Now()
-		healthy, models := pollOnce(ctx, health, inference)
-		state.observe(i, started, healthy, models)
-		if healthy != wasHealthy {
-			logger.Info("inference replica health changed", "backend", conn.Target(), "healthy", healthy)
-			wasHealthy = healthy
+		found, models := pollOnce(ctx, health, inference)
+		if found != unknown {
+			state.observe(i, started, found == healthy, models)
+			if (found == healthy) != wasHealthy {
+				wasHealthy = found == healthy
+				logger.Info("inference replica health changed", "backend", conn.Target(), "healthy", wasHealthy)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -50,30 +65,33 @@ func pollReplica(ctx context.Context, state *routeState, i int, conn *grpc.Clien
 	}
 }
 
-// pollOnce asks one replica for its health and its loaded models. models is nil when the list
-// could not be read: a replica with API keys on refuses the gateway's anonymous call, and the
-// router then knows only where it sent requests itself.
-func pollOnce(ctx context.Context, health healthpb.HealthClient, inference llmopsv1.InferenceServiceClient) (healthy bool, models map[string]bool) {
-	ctx, cancel := context.WithTimeout(ctx, pollInterval)
+// pollOnce asks one replica for its health and its loaded models. The models are nil when the
+// list could not be read: a replica with API keys on refuses the gateway's anonymous call, and
+// the router then knows only where it sent requests itself.
+func pollOnce(ctx context.Context, health healthpb.HealthClient, inference llmopsv1.InferenceServiceClient) (verdict, map[string]bool) {
+	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
 	serving, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil || serving.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return false, nil
+	switch {
+	case status.Code(err) == codes.DeadlineExceeded:
+		return unknown, nil
+	case err != nil || serving.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		return unhealthy, nil
 	}
 	served, err := inference.ListServedModels(ctx, &llmopsv1.ListServedModelsRequest{})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.Unavailable:
-		return false, nil
-	default:
-		return true, nil
+		return unhealthy, nil
+	default: // refused (API keys on) or slow: healthy by its health check, models unknown
+		return healthy, nil
 	}
-	models = map[string]bool{}
+	models := map[string]bool{}
 	for _, base := range served.GetModels() {
 		models[base.GetModel()] = true
 		for _, adapter := range base.GetAdapters() {
 			models[adapter.GetModel()] = true
 		}
 	}
-	return true, models
+	return healthy, models
 }
