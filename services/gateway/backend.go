@@ -20,6 +20,13 @@ const readyTimeout = 2 * time.Second
 // Plaintext unless cfg asks for TLS (backendCredentials); a certificate or key file that cannot be
 // read or parsed is an error here, at startup. With tr, every call has a client span.
 func dialBackend(cfg Config, tr *tracing) (*grpc.ClientConn, error) {
+	return dialAddress(cfg, cfg.Backend, tr)
+}
+
+// dialAddress connects to one gRPC address with the backend's settings (TLS, message size,
+// backoff, deadlines, and client spans with tr): the services' address, or one Inference
+// replica's.
+func dialAddress(cfg Config, address string, tr *tracing) (*grpc.ClientConn, error) {
 	creds, err := backendCredentials(cfg)
 	if err != nil {
 		return nil, err
@@ -34,7 +41,7 @@ func dialBackend(cfg Config, tr *tracing) (*grpc.ClientConn, error) {
 		grpc.WithChainUnaryInterceptor(unaryDeadline(cfg.Timeout)),
 		grpc.WithChainStreamInterceptor(streamDeadline(cfg.Timeout, cfg.StreamTimeout)),
 	)
-	return grpc.NewClient(cfg.Backend, options...)
+	return grpc.NewClient(address, options...)
 }
 
 // unaryDeadline gives a call without a deadline (no Grpc-Timeout header) one of d.

@@ -141,7 +141,13 @@ func startGateway(t *testing.T, cfg Config) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	handler, err := newHandler(context.Background(), cfg, conn, nil, nil, slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	inference, closeInference, err := inferenceClient(t.Context(), cfg, conn, nil, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeInference)
+	handler, err := newHandler(context.Background(), cfg, conn, inference, nil, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,9 @@ type Config struct {
 
 	OTLPEndpoint string // OTLP/gRPC endpoint spans are exported to; empty: no tracing
 	ServiceName  string // service.name of the spans is this plus "-gateway"
+
+	InferenceBackends []string // gRPC addresses of Inference replicas; empty: Inference on Backend
+	InferenceRouting  string   // how requests are spread over them: affinity or round-robin
 }
 
 // envNames maps each flag to the environment variable that gives its default.
@@ -61,6 +64,8 @@ var envNames = map[string]string{
 	"backend-key":         "LLMOPS_TLS_KEY_FILE",
 	"backend-server-name": "LLMOPS_TLS_SERVER_NAME",
 	"metrics-listen":      "LLMOPS_GATEWAY_METRICS_LISTEN",
+	"inference-backends":  "LLMOPS_GATEWAY_INFERENCE_BACKENDS",
+	"inference-routing":   "LLMOPS_GATEWAY_INFERENCE_ROUTING",
 	// Tracing is configured like the services' and workers' (llmops_services/settings.py).
 	"otlp-endpoint": "LLMOPS_OTLP_ENDPOINT",
 	"service-name":  "LLMOPS_SERVICE_NAME",
@@ -87,6 +92,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (port 0 picks a free one); empty: none")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC `endpoint` to export spans to (http://host:4317 plaintext, https://... TLS); empty: no spans")
 	fs.StringVar(&cfg.ServiceName, "service-name", "llmops", "`name` whose \"-gateway\" form is the spans' service.name")
+	fs.Var((*addressList)(&cfg.InferenceBackends), "inference-backends", "comma-separated gRPC `addresses` of Inference replicas to route generation to, by adapter affinity (default: the Inference service at -backend)")
+	fs.StringVar(&cfg.InferenceRouting, "inference-routing", routingAffinity, "how generation is spread over -inference-backends: `affinity` (replicas that hold the model, else rendezvous hashing, bounded by load) or round-robin")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: llmops-gateway [flags]\n\nEach flag's default can be set by its environment variable:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(fs.Output(), "  -%s\t%s\n", f.Name, envNames[f.Name]) })
@@ -117,6 +124,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (C
 		return cfg, errors.New("-timeout must be positive")
 	case cfg.StreamTimeout < 0 || cfg.ShutdownGrace < 0:
 		return cfg, errors.New("-stream-timeout and -shutdown-grace must not be negative")
+	case cfg.InferenceRouting != routingAffinity && cfg.InferenceRouting != routingRoundRobin:
+		return cfg, fmt.Errorf("-inference-routing must be %s or %s, not %q", routingAffinity, routingRoundRobin, cfg.InferenceRouting)
 	}
 	source := func(name string) string {
 		if fromEnv[name] {
@@ -177,7 +186,12 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 		}
 		defer stopMetrics()
 	}
-	handler, err := newHandler(ctx, cfg, conn, tr, metrics, logger)
+	inference, closeInference, err := inferenceClient(ctx, cfg, conn, tr, logger)
+	if err != nil {
+		return err
+	}
+	defer closeInference()
+	handler, err := newHandler(ctx, cfg, conn, inference, tr, metrics, logger)
 	if err != nil {
 		return err
 	}
@@ -206,7 +220,8 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, out io.Writer) er
 	}
 	address := scheme + listener.Addr().String()
 	fmt.Fprintf(out, "llmops-gateway listening on %s (backend %s)\n", address, cfg.Backend)
-	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS(), "tracing", tr != nil)
+	logger.Info("gateway started", "address", address, "backend", cfg.Backend, "backend_tls", cfg.backendUsesTLS(), "tracing", tr != nil,
+		"inference_backends", cfg.InferenceBackends, "inference_routing", cfg.InferenceRouting)
 	if tlsConfig == nil && !isLoopback(listener.Addr()) {
 		logger.Warn("serving plaintext HTTP on a non-loopback address", "address", listener.Addr().String())
 	}

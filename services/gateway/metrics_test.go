@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
 )
 
 func TestRequestDurationsByRouteTemplateAndCode(t *testing.T) {
@@ -19,7 +21,7 @@ func TestRequestDurationsByRouteTemplateAndCode(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	metrics := newHTTPMetrics()
-	handler, err := newHandler(context.Background(), cfg, conn, nil, metrics, slog.New(slog.DiscardHandler))
+	handler, err := newHandler(context.Background(), cfg, conn, llmopsv1.NewInferenceServiceClient(conn), nil, metrics, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,9 @@ package main
 
 // The OpenAI-compatible API under /openai/v1, on the gateway's mux (so request ids,
 // body limits and access logs apply): chat and text completions (unary and server-sent events)
-// through the Inference service, and the model list through the Registry, on the gateway's one
-// backend connection. Authorization, X-Request-Id and traceparent reach the services as gRPC
-// metadata, as on every other route.
+// through the Inference service (routed over its replicas when -inference-backends names
+// several), and the model list through the Registry on the backend connection. Authorization,
+// X-Request-Id and traceparent reach the services as gRPC metadata, as on every other route.
 
 import (
 	"bytes"
@@ -54,10 +54,10 @@ type openAIServer struct {
 }
 
 // registerOpenAI adds the /openai/v1 routes to the mux.
-func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+func registerOpenAI(mux *runtime.ServeMux, conn *grpc.ClientConn, inference llmopsv1.InferenceServiceClient) error {
 	s := &openAIServer{
 		mux:       mux,
-		inference: llmopsv1.NewInferenceServiceClient(conn),
+		inference: inference,
 		registry:  llmopsv1.NewRegistryServiceClient(conn),
 		training:  llmopsv1.NewTrainingServiceClient(conn),
 		now:       time.Now,

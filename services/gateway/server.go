@@ -55,17 +55,19 @@ var marshaler = &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }}
 
+// registrations are the services proxied over the one backend connection; the Inference
+// service's routes take their own client (inferenceClient), which may route over replicas.
 var registrations = []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 	llmopsv1.RegisterRegistryServiceHandler,
 	llmopsv1.RegisterTrainingServiceHandler,
 	llmopsv1.RegisterEvalServiceHandler,
-	llmopsv1.RegisterInferenceServiceHandler,
 }
 
 // newHandler is the gateway: the four services' routes, /healthz, /readyz, /openapi.json and
 // the OpenAI-compatible API (/openai/v1) on one mux, behind the request-id, access-log and body-limit middleware,
-// with tr inside a server span per request, and with metrics measured.
-func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, tr *tracing, metrics *httpMetrics, logger *slog.Logger) (http.Handler, error) {
+// with tr inside a server span per request, and with metrics measured. Generation goes to
+// inference (the services' Inference, or several replicas routed by adapter affinity).
+func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, inference llmopsv1.InferenceServiceClient, tr *tracing, metrics *httpMetrics, logger *slog.Logger) (http.Handler, error) {
 	mux := runtime.NewServeMux(append(append(tr.muxOptions(), metrics.muxOptions()...),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
@@ -82,6 +84,9 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, tr *trac
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, err
 		}
+	}
+	if err := llmopsv1.RegisterInferenceServiceHandlerClient(ctx, mux, inference); err != nil {
+		return nil, err
 	}
 	health := healthpb.NewHealthClient(conn)
 	routes := map[string]runtime.HandlerFunc{
@@ -109,7 +114,7 @@ func newHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, tr *trac
 			return nil, err
 		}
 	}
-	if err := registerOpenAI(mux, conn); err != nil {
+	if err := registerOpenAI(mux, conn, inference); err != nil {
 		return nil, err
 	}
 	return tr.wrap(metrics.wrap(withRequestID(accessLog(logger, limitBody(cfg.MaxBodyBytes, mux))))), nil

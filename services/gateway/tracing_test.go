@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	llmopsv1 "github.com/llmops/gateway/gen/llmops/v1"
 )
 
 // endedSpans hands every span to the test as it ends (so a test waits on a channel, not a clock).
@@ -50,7 +52,7 @@ func startTracedGateway(t *testing.T, b *backend) (string, endedSpans) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	handler, err := newHandler(context.Background(), cfg, conn, tr, nil, slog.New(slog.DiscardHandler))
+	handler, err := newHandler(context.Background(), cfg, conn, llmopsv1.NewInferenceServiceClient(conn), tr, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

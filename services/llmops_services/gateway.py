@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 BINARY_NAME = "llmops-gateway"
@@ -58,11 +58,13 @@ class GatewayProcess:
         listen: str,
         grace: float = 10.0,
         env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """`env` is the binary's environment (default: this process's), which configures what
-        the flags leave out: TLS, and tracing (`LLMOPS_OTLP_ENDPOINT`, `LLMOPS_SERVICE_NAME`)."""
+        the flags leave out: TLS, and tracing (`LLMOPS_OTLP_ENDPOINT`, `LLMOPS_SERVICE_NAME`);
+        `extra_args` are more flags (`-inference-backends`, ...)."""
         self.command = [str(binary), "-listen", listen, "-backend", backend]
-        self.command += ["-shutdown-grace", f"{grace}s"]
+        self.command += ["-shutdown-grace", f"{grace}s", *extra_args]
         self.grace = grace
         self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[str] | None = None
