@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 import llmops
+from llmops.cli.main import app
 from llmops.v1 import jobs_pb2
 from tests.conftest import ServerThread
 from tests.integration.workers import FAST, TERMINAL, Workers, until
@@ -143,13 +145,16 @@ def test_a_worker_without_the_gpus_fails_the_job_without_a_retry(
     with llmops.Client(stack.address, timeout=30) as client:
         client.models.create("tiny", str(tiny_model))
         # queued while no worker runs: the service cannot know yet what the workers will have
-        job = client.training.create(
-            "sft", "tiny", "demo-sft", hyperparameters={**FAST, "max_steps": 2}, gpu_count=2
-        )
-        assert job.state == jobs_pb2.JOB_STATE_QUEUED
+        command = ["train", "sft", "-b", "tiny", "-d", "demo-sft", "--set", "max_steps=2"]
+        command += ["--gpus", "2", "--strategy", "fsdp", "-o", "json"]
+        ran = CliRunner().invoke(app, ["--address", stack.address, *command])
+        assert ran.exit_code == 0, ran.stderr
+        job = json.loads(ran.stdout)
+        assert job["gpu_count"] == 2 and job["state"] == "JOB_STATE_QUEUED"
+        assert job["distributed_strategy"] == "DISTRIBUTED_STRATEGY_FSDP"
         workers.start()
-        until(lambda: client.training.get(job.id).state in TERMINAL, 240, "the job to end")
-        done = client.training.get(job.id)
+        until(lambda: client.training.get(job["id"]).state in TERMINAL, 240, "the job to end")
+        done = client.training.get(job["id"])
         assert done.state == jobs_pb2.JOB_STATE_FAILED and done.attempt == 1
         assert done.error.code == 9  # FAILED_PRECONDITION
         assert "asks for 2 GPUs and this worker has 0" in done.error.message

@@ -146,7 +146,8 @@ def train(spec: TrainingSpec, files: RunFiles, rank: int) -> TrainingResult:
             trainer = build(spec, files.staging)
         run.attach(trainer, bridge)
         full_model = not isinstance(trainer.model, PeftModel)
-        saver = _saver(rank, spec.strategy)
+        # processes on the CPU always run DDP (`engines.launch`), whatever the job asked for
+        saver = _saver(rank, "ddp" if spec.processes_on_cpu else spec.strategy)
         return run.run(trainer, spec, bridge, full_model=full_model, save=saver)
 
 
