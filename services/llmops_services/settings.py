@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         "a retry. Past it the job's process is killed and the job is retried once its lease "
         "runs out; 0 kills at once.",
     )
+    worker_distributed_on_cpu: bool = Field(
+        False,
+        description="Run the processes of a job that asks for several GPUs on the CPU instead "
+        "(torchrun, gloo, DDP), and accept such jobs without GPUs: for machines and CI without "
+        "a GPU.",
+    )
     worker_metrics_port: int = Field(
         0, ge=-1, le=65535, description="A worker's Prometheus port; 0 free (advertised), -1 off."
     )

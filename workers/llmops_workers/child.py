@@ -19,7 +19,7 @@ from typing import Any, Literal
 from llmops_workers.engines.spec import TrainingResult, TrainingSpec
 from llmops_workers.evaluation.spec import EvalResult, EvalSpec
 from llmops_workers.merge_job import MergeResult, MergeSpec
-from llmops_workers.messages import Checkpoint, Error, Metrics, Result, Started
+from llmops_workers.messages import Checkpoint, Error, ErrorCause, Metrics, Result, Started
 
 STOP_NONE, STOP_CANCEL, STOP_PAUSE, STOP_HANDBACK = 0, 1, 2, 3
 """What the worker asks of the child: nothing, cancel, pause (checkpoint and stop), or hand
@@ -29,7 +29,7 @@ _HINT = "install it on the workers (4-bit QLoRA needs: pip install 'bitsandbytes
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Asks Linux to SIGKILL this process when the worker dies, even by SIGKILL."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -93,25 +93,46 @@ def _run(
         from llmops_workers.evaluation import run_eval
 
         return run_eval(spec, QueueEvalEvents(queue, control))
+    if spec.distributed:
+        from llmops_workers.distributed_child import run_launched
+
+        return run_launched(spec, QueueEvents(queue, control))
     from llmops_workers.engines import run_training
 
     return run_training(spec, QueueEvents(queue, control))
+
+
+class LaunchedError(Exception):
+    """An error the processes of a multi-GPU run reported (or their launcher's failure), with
+    the cause they gave it."""
+
+    def __init__(self, cause: ErrorCause, text: str) -> None:
+        super().__init__(text)
+        self.cause: ErrorCause = cause
+        self.text = text
+
+
+def classify(error: BaseException) -> tuple[ErrorCause, str]:
+    """Why an engine failed, which decides whether its job is retried: `input` (the job's data
+    or model), `precondition` (a library or device missing on this worker) or `internal`."""
+    if isinstance(error, LaunchedError):
+        return error.cause, error.text
+    if isinstance(error, ValueError | KeyError | FileNotFoundError):
+        return "input", f"{type(error).__name__}: {error}"
+    if isinstance(error, ImportError):  # a library this method needs cannot load on this worker
+        module = error.name or "a library"
+        return "precondition", f"this worker cannot load {module} ({error}); {_HINT}"
+    return "internal", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
 
 
 def child_main(
     spec: TrainingSpec | EvalSpec | MergeSpec, queue: Queue[Any], control: Synchronized[int]
 ) -> None:
     """Entry point of the child: runs the training, eval or merge engine and sends its result or its
-    error, classified: `input` (the job's data or model), `precondition` (a library missing
-    on this worker) or `internal` (anything else, which the worker retries)."""
-    _die_with_parent()
+    error, classified (`classify`; an `internal` error is retried by the worker)."""
+    die_with_parent()
     logging.basicConfig(level=logging.WARNING)
     try:
         queue.put(Result(_run(spec, queue, control)))
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        queue.put(Error("input", f"{type(error).__name__}: {error}"))
-    except ImportError as error:  # a library this method needs cannot load on this worker
-        module = error.name or "a library"
-        queue.put(Error("precondition", f"this worker cannot load {module} ({error}); {_HINT}"))
     except Exception as error:
-        queue.put(Error("internal", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        queue.put(Error(*classify(error)))

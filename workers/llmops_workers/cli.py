@@ -26,9 +26,25 @@ if TYPE_CHECKING:
 def worker_command(
     data_dir: DataDir = None,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads per job.")] = 1,
+    print_launch: Annotated[
+        int,
+        typer.Option(
+            "--print-launch",
+            help="Print the command this worker runs for a job on N GPUs, and exit (dry run).",
+            min=0,
+            max=64,
+            show_default=False,
+        ),
+    ] = 0,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="With --print-launch: ddp or fsdp.")
+    ] = "ddp",
 ) -> None:
     """Run a training worker in the foreground; it joins the stack of the same data dir."""
     chosen = settings(data_dir=data_dir)
+    if print_launch:
+        typer.echo(_launch_line(chosen.worker_distributed_on_cpu, print_launch, strategy, threads))
+        return
     if not chosen.redis_url:
         stack = chosen.data_dir / "stack.json"
         if stack.is_file():
@@ -42,6 +58,31 @@ def worker_command(
     from llmops_workers.worker import run_worker
 
     run_worker(chosen, threads)
+
+
+def _launch_line(on_cpu: bool, gpus: int, strategy: str, threads: int) -> str:
+    """What the worker would run for a job on `gpus` GPUs: the spec, events and stop file lie in
+    a run directory made per attempt (shown as RUN_DIR); the port is picked free per run."""
+    import sys
+
+    from llmops_workers.engines.launch import shell_line
+    from llmops_workers.engines.spec import TrainingSpec
+
+    if gpus < 2:
+        fail("--print-launch takes 2 or more GPUs: a job on 0 or 1 runs in the worker's process")
+    if strategy not in ("ddp", "fsdp"):
+        fail(f"--strategy is ddp or fsdp, not {strategy!r}")
+    spec = TrainingSpec(
+        method="sft",
+        base_model_dir=Path("BASE"),
+        output_dir=Path("OUTPUT"),
+        train_file=Path("TRAIN"),
+        threads=threads,
+        gpus=gpus,
+        strategy="fsdp" if strategy == "fsdp" else "ddp",
+        processes_on_cpu=on_cpu,
+    )
+    return shell_line(spec, Path("RUN_DIR"), sys.executable, 29500)
 
 
 _NEEDS_ML = "building the tiny models needs the workers' ML stack (torch, transformers)"

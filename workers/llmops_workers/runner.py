@@ -96,6 +96,9 @@ def build_spec(
         trust_remote_code=inputs.trust_remote_code,
         teacher_trust_remote_code=inputs.teacher_trust_remote_code,
         run_name=job.id,
+        gpus=job.gpu_count,
+        strategy=job.distributed_strategy,  # type: ignore[arg-type]
+        processes_on_cpu=platform.settings.worker_distributed_on_cpu,
     )
 
 

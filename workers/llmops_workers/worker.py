@@ -60,7 +60,12 @@ async def _advertise_forever(ctx: dict[str, Any]) -> None:
     while True:
         if probing.done() and "probing" in found:
             found = probing.result()
-        advert = {**found, "methods": capabilities.methods(found), "metrics": ctx["metrics"]}
+        advert = {
+            **found,
+            "methods": capabilities.methods(found),
+            "metrics": ctx["metrics"],
+            "distributed_on_cpu": ctx["settings"].worker_distributed_on_cpu,
+        }
         try:
             await advertise(ctx["redis"], ctx["owner"], advert, ttl=ADVERTISE_EVERY * 3)
         except Exception:

@@ -273,6 +273,8 @@ def create_training_job(
     output_name: str,
     idempotency_key: str,
     parent_model: str,
+    gpu_count: int = 0,
+    distributed_strategy: str = "",
 ) -> training_service_pb2.CreateTrainingJobRequest:
     method_value = enums.training_method(method)
     if method_value == training_service_pb2.TRAINING_METHOD_DISTILL and not teacher_model:
@@ -293,6 +295,8 @@ def create_training_job(
         output_name=output_name,
         idempotency_key=idempotency_key,
         parent_model=parent_model,
+        gpu_count=gpu_count,
+        distributed_strategy=enums.distributed_strategy(distributed_strategy),
     )
 
 

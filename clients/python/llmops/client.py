@@ -464,12 +464,16 @@ class Training(_AsyncJobCalls[training_service_pb2.TrainingJob, TrainingJobHandl
         parent_model: str = "",
         *,
         template_version: int = 0,
+        gpu_count: int = 0,
+        distributed_strategy: str = "",
     ) -> TrainingJobHandle:
         """Queues a job; `method` is sft, qlora, dpo or distill. Returns its handle.
 
         `hyperparameters` is a dict with the libraries' names (`max_steps`, `lora_r`, ...);
         unset or `"auto"` values are chosen by the platform. Unknown names raise ValueError
         before anything is sent. The same `idempotency_key` returns the same job.
+        `gpu_count` above 1 trains on that many GPUs of one worker (`distributed_strategy`
+        "ddp", the default, or "fsdp" for bases too large for one GPU).
         """
         request = req.create_training_job(
             method=method,
@@ -483,6 +487,8 @@ class Training(_AsyncJobCalls[training_service_pb2.TrainingJob, TrainingJobHandl
             output_name=output_name,
             idempotency_key=idempotency_key,
             parent_model=parent_model,
+            gpu_count=gpu_count,
+            distributed_strategy=distributed_strategy,
         )
         return self._handle(self._t.unary(self._stub.CreateTrainingJob, request))
 

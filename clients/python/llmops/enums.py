@@ -13,6 +13,7 @@ from llmops.v1 import inference_service_pb2, jobs_pb2, registry_service_pb2, tra
 __all__ = [
     "choices",
     "dataset_kind",
+    "distributed_strategy",
     "finish_reason",
     "job_event_type",
     "job_state",
@@ -28,6 +29,7 @@ _PREFIXES = {
     "job_state": "JOB_STATE_",
     "job_event_type": "JOB_EVENT_TYPE_",
     "finish_reason": "FINISH_REASON_",
+    "distributed_strategy": "DISTRIBUTED_STRATEGY_",
 }
 
 _NAMES: dict[str, list[str]] = {
@@ -37,6 +39,7 @@ _NAMES: dict[str, list[str]] = {
     "job_state": list(jobs_pb2.JobState.keys()),
     "job_event_type": list(jobs_pb2.JobEventType.keys()),
     "finish_reason": list(inference_service_pb2.FinishReason.keys()),
+    "distributed_strategy": list(training_service_pb2.DistributedStrategy.keys()),
 }
 
 
@@ -61,6 +64,15 @@ def training_method(value: str) -> training_service_pb2.TrainingMethod.ValueType
     """`"sft" | "qlora" | "dpo" | "distill"` to `TrainingMethod`."""
     return training_service_pb2.TrainingMethod.Value(
         _full_name("training_method", value, "training method")
+    )
+
+
+def distributed_strategy(value: str) -> training_service_pb2.DistributedStrategy.ValueType:
+    """`"ddp" | "fsdp"` to `DistributedStrategy`; "" leaves it unspecified (DDP)."""
+    if value == "":
+        return training_service_pb2.DISTRIBUTED_STRATEGY_UNSPECIFIED
+    return training_service_pb2.DistributedStrategy.Value(
+        _full_name("distributed_strategy", value, "distributed strategy")
     )
 
 

@@ -186,6 +186,10 @@ class JobRow(Base):
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # how many times a paused job was resumed: resumes add attempts that are not retries
     resumes: Mapped[int] = mapped_column(Integer, default=0)
+    # GPUs a training job runs on, one process each (0 or 1: a single process), and how they
+    # share the work ("ddp" or "fsdp"; "" is DDP)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    distributed_strategy: Mapped[str] = mapped_column(String(8), default="")
     lease_owner: Mapped[str] = mapped_column(String(64), default="")
     lease_expires: Mapped[datetime | None] = mapped_column(default=None, index=True)
     traceparent: Mapped[str] = mapped_column(String(64), default="")

@@ -9,6 +9,7 @@ from llmops.v1 import training_service_pb2 as pb
 from llmops_services.db.tables import JobRow
 from llmops_services.jobs import convert as job_convert
 from llmops_services.registry.convert import timestamp
+from llmops_services.training.gpus import STRATEGY_VALUES
 from llmops_services.training.requests import METHODS
 
 
@@ -45,4 +46,8 @@ def training_job(row: JobRow) -> pb.TrainingJob:
         start_time=timestamp(row.start_time),
         end_time=timestamp(row.end_time),
         idempotency_key=row.idempotency_key or "",
+        gpu_count=row.gpu_count,
+        distributed_strategy=STRATEGY_VALUES.get(
+            row.distributed_strategy, pb.DISTRIBUTED_STRATEGY_UNSPECIFIED
+        ),
     )

@@ -17,7 +17,7 @@ from llmops_services.errors import (
 )
 from llmops_services.registry import datasets, models, templates
 from llmops_services.registry.names import check_name
-from llmops_services.training import hyperparameters
+from llmops_services.training import gpus, hyperparameters
 
 METHOD_NAMES = {
     pb.TRAINING_METHOD_SFT: "sft",
@@ -45,6 +45,8 @@ class CheckedJob:
     resolved: pb.Hyperparameters
     output_name: str
     auto_notes: tuple[str, ...] = ()
+    gpu_count: int = 0
+    distributed_strategy: str = ""
 
 
 def _required(request: pb.CreateTrainingJobRequest, method: str) -> list[FieldViolation]:
@@ -84,6 +86,7 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
         raise InvalidArgument("the request is incomplete", violations=missing)
     if request.output_name:
         check_name("output_name", request.output_name)
+    gpu_count, strategy = gpus.check_request(request, method)
     given = hyperparameters.check(method, request.hyperparameters)  # range errors come first
     base = models.find_model(session, request.base_model)
     if base.kind == "adapter":
@@ -135,4 +138,6 @@ def check(session: Session, request: pb.CreateTrainingJobRequest) -> CheckedJob:
         resolved=resolved,
         output_name=request.output_name or f"{base.name}-{method}",
         auto_notes=notes,
+        gpu_count=gpu_count,
+        distributed_strategy=strategy,
     )

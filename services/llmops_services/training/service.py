@@ -36,7 +36,7 @@ from llmops_services.registry.names import check_name, require
 from llmops_services.runtime.context import Context
 from llmops_services.runtime.pagination import page_of
 from llmops_services.runtime.server import ServiceBinding
-from llmops_services.training import checkpoints, convert, merges, requests
+from llmops_services.training import checkpoints, convert, gpus, merges, requests
 
 log = logging.getLogger("llmops.training")
 
@@ -60,6 +60,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         key = request.idempotency_key
         if request.method == pb.TRAINING_METHOD_QLORA:
             await self._check_four_bit(key)
+        if request.gpu_count > 1:
+            await self._check_gpus(key, request.gpu_count)
 
         def draft(session: Session) -> creation.Draft:
             checked = requests.check(session, request)
@@ -80,6 +82,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
                     checked.resolved, preserving_proto_field_name=True
                 ),
                 traceparent=job_traceparent(context),
+                gpu_count=checked.gpu_count,
+                distributed_strategy=checked.distributed_strategy,
             )
             created = "job created"
             if checked.auto_notes:
@@ -118,6 +122,17 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
                 )
             ],
         )
+
+    async def _check_gpus(self, key: str, count: int) -> None:
+        """Refuses a job on `count` GPUs when workers run and none has that many."""
+        if count > gpus.MAX_GPUS or await creation.exists(self.db, KIND, key):
+            return  # out of range: the request's own check says so
+        try:
+            workers = await self.queue.workers()
+        except Exception:  # Redis down: the job is safe in the database; the worker decides
+            log.exception("could not read the workers' capabilities")
+            return
+        gpus.check_workers(workers, count)
 
     async def GetTrainingJob(
         self, request: pb.GetTrainingJobRequest, context: Context

@@ -4,6 +4,7 @@ config, and the TRL/Trainer arguments of a deterministic run on the training pla
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ from llmops_workers.engines.validation import trackers
 
 __all__ = ["PLACEMENT", "flag", "lora_config", "number", "training_arguments"]
 
-PLACEMENT: Placement = choose("cpu")
-"""Where training runs: the CPU in float32. Every training load uses it, and the Trainer's
-arguments below follow it (`use_cpu`, no bf16), so model and Trainer cannot disagree."""
+PLACEMENT: Placement = choose(
+    "cuda" if os.environ.get("LLMOPS_TRAINING_DEVICE") == "cuda" else "cpu"
+)
+"""Where training runs: the CPU in float32, or a GPU in bfloat16 in the processes of a multi-GPU
+run (`LLMOPS_TRAINING_DEVICE=cuda`, which `engines.launch` sets for them; each process's GPU is
+its current device). Every training load uses it, and the Trainer's arguments below follow it
+(`use_cpu`, bf16), so model and Trainer cannot disagree."""
 
 
 def lora_config(hp: Mapping[str, object]) -> LoraConfig:

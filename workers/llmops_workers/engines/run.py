@@ -85,8 +85,18 @@ def train(
         return run(trainer, spec, bridge, full_model=full_model)
 
 
+Save = Callable[..., Path]
+"""How the result is written: `save_result(trainer, output_dir, full_model=...)` or, in a
+multi-GPU run, its rank-aware counterpart (`engines.distributed`)."""
+
+
 def run(
-    trainer: Trainer, spec: TrainingSpec, bridge: EventsBridge, *, full_model: bool = False
+    trainer: Trainer,
+    spec: TrainingSpec,
+    bridge: EventsBridge,
+    *,
+    full_model: bool = False,
+    save: Save | None = None,
 ) -> TrainingResult:
     """Trains (resuming if asked), then saves the result unless the run was stopped."""
     resume = str(spec.resume_from) if spec.resume_from is not None else None
@@ -107,7 +117,7 @@ def run(
         with bridge.clock.timed("train"):
             trainer.evaluate()
     with bridge.clock.timed("save"):
-        saved = save_result(trainer, spec.output_dir, full_model=full_model)
+        saved = (save or save_result)(trainer, spec.output_dir, full_model=full_model)
     log.info("training completed at step %d; saved %s", steps, saved)
     return TrainingResult(
         status="completed",

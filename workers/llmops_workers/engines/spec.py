@@ -3,10 +3,11 @@ the services can build and check a spec without paying for the ML stack."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from llmops.training_defaults import DEFAULTS
 
@@ -21,11 +22,14 @@ __all__ = [
     "TrainingSpec",
     "TrainingStatus",
     "resolve_hyperparameters",
+    "spec_from_dict",
+    "spec_to_dict",
 ]
 
 Method = Literal["sft", "qlora", "dpo", "distill"]
 METHODS: tuple[Method, ...] = ("sft", "qlora", "dpo", "distill")
 StopRequest = Literal["", "cancel", "pause"]
+Strategy = Literal["", "ddp", "fsdp"]
 TrainingStatus = Literal["completed", "cancelled", "paused"]
 
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, object]] = DEFAULTS
@@ -71,6 +75,17 @@ class TrainingSpec:
     teacher_trust_remote_code: bool = False
     run_name: str = ""
     """What experiment trackers (`report_to`) call the run: the job's id."""
+    gpus: int = 0
+    """Processes (one per GPU) the run is launched on; 0 or 1 runs in the calling process."""
+    strategy: Strategy = ""
+    """How several processes share the work: "ddp" ("" too) or "fsdp"."""
+    processes_on_cpu: bool = False
+    """Run the `gpus` processes on the CPU (gloo) rather than on GPUs: for machines without one."""
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run is launched on several processes."""
+        return self.gpus > 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,27 @@ class EngineEvents(Protocol):
     def should_stop(self) -> StopRequest:
         """Polled after every optimizer step: "" to go on, "pause" or "cancel" to stop."""
         ...
+
+
+_PATHS = frozenset(f.name for f in dataclasses.fields(TrainingSpec) if "Path" in str(f.type))
+
+
+def spec_to_dict(spec: TrainingSpec) -> dict[str, Any]:
+    """The spec as JSON-ready values, for the processes of a multi-GPU run."""
+    values = dataclasses.asdict(spec)
+    return {
+        key: (str(value) if key in _PATHS and value is not None else value)
+        for key, value in values.items()
+    } | {"hyperparameters": dict(spec.hyperparameters)}
+
+
+def spec_from_dict(values: Mapping[str, Any]) -> TrainingSpec:
+    """The spec that `spec_to_dict` wrote."""
+    fields: dict[str, Any] = {
+        key: (Path(value) if key in _PATHS and value is not None else value)
+        for key, value in values.items()
+    }
+    return TrainingSpec(**fields)
 
 
 def resolve_hyperparameters(spec: TrainingSpec) -> dict[str, object]:

@@ -73,6 +73,23 @@ Sets = Annotated[
 IdempotencyKey = Annotated[
     str, typer.Option("--idempotency-key", help="The same key returns the same job.")
 ]
+Gpus = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        help="GPUs to train on, one process each (0 or 1: a single process).",
+        min=0,
+        max=64,
+    ),
+]
+Strategy = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="How several GPUs share the work: ddp (default) or fsdp (large bases).",
+        show_default=False,
+    ),
+]
 Wait = Annotated[
     bool, typer.Option("--wait", help="Follow the job to its end; exit 1 unless it succeeds.")
 ]
@@ -108,6 +125,8 @@ def _train(
     output_name: str,
     sets: Sequence[str],
     idempotency_key: str,
+    gpus: int,
+    strategy: str,
     wait: bool,
     output: OutputFormat,
 ) -> None:
@@ -124,6 +143,8 @@ def _train(
         output_name=output_name,
         idempotency_key=idempotency_key,
         parent_model=parent_model,
+        gpu_count=gpus,
+        distributed_strategy=strategy,
     )
     if not wait:
         title = f"{job.id}: {state_name(job.state)}"
@@ -153,6 +174,8 @@ def _command(method: str, summary: str) -> Callable[..., None]:
         output_name: OutputName = "",
         sets: Sets = None,
         idempotency_key: IdempotencyKey = "",
+        gpus: Gpus = 0,
+        strategy: Strategy = "",
         wait: Wait = False,
         output: OutputOption = OutputFormat.table,
     ) -> None:
@@ -169,6 +192,8 @@ def _command(method: str, summary: str) -> Callable[..., None]:
             output_name=output_name,
             sets=sets or [],
             idempotency_key=idempotency_key,
+            gpus=gpus,
+            strategy=strategy,
             wait=wait,
             output=output,
         )

@@ -52,6 +52,34 @@ TRAINING_METHOD_DISTILL: TrainingMethod.ValueType  # 4
 """Distillation from a teacher model into a student base model."""
 Global___TrainingMethod: _TypeAlias = TrainingMethod  # noqa: Y015
 
+class _DistributedStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DistributedStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DistributedStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISTRIBUTED_STRATEGY_UNSPECIFIED: _DistributedStrategy.ValueType  # 0
+    """DDP: the default."""
+    DISTRIBUTED_STRATEGY_DDP: _DistributedStrategy.ValueType  # 1
+    """Data parallel: every GPU holds the whole model and a slice of each batch."""
+    DISTRIBUTED_STRATEGY_FSDP: _DistributedStrategy.ValueType  # 2
+    """Fully sharded data parallel: parameters, gradients and optimizer state are sharded across
+    the GPUs (full shard, wrapped per transformer layer), for bases too large for one GPU.
+    """
+
+class DistributedStrategy(_DistributedStrategy, metaclass=_DistributedStrategyEnumTypeWrapper):
+    """How a job on several GPUs shares its work among its processes (one per GPU)."""
+
+DISTRIBUTED_STRATEGY_UNSPECIFIED: DistributedStrategy.ValueType  # 0
+"""DDP: the default."""
+DISTRIBUTED_STRATEGY_DDP: DistributedStrategy.ValueType  # 1
+"""Data parallel: every GPU holds the whole model and a slice of each batch."""
+DISTRIBUTED_STRATEGY_FSDP: DistributedStrategy.ValueType  # 2
+"""Fully sharded data parallel: parameters, gradients and optimizer state are sharded across
+the GPUs (full shard, wrapped per transformer layer), for bases too large for one GPU.
+"""
+Global___DistributedStrategy: _TypeAlias = DistributedStrategy  # noqa: Y015
+
 @_typing.final
 class Hyperparameters(_message.Message):
     """Hyperparameters, named as in TRL, PEFT and transformers. A field left unset is
@@ -337,6 +365,8 @@ class TrainingJob(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    GPU_COUNT_FIELD_NUMBER: _builtins.int
+    DISTRIBUTED_STRATEGY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id, for example `ftjob-3f2a9c1b7e40`."""
     method: Global___TrainingMethod.ValueType
@@ -363,6 +393,10 @@ class TrainingJob(_message.Message):
     """The registered model (id), when SUCCEEDED."""
     idempotency_key: _builtins.str
     """The idempotency key it was created with."""
+    gpu_count: _builtins.int
+    """GPUs the job trains on, one process each; 0 or 1 trains in a single process."""
+    distributed_strategy: Global___DistributedStrategy.ValueType
+    """How several GPUs share the work; unspecified is DDP."""
     @_builtins.property
     def hyperparameters(self) -> Global___Hyperparameters:
         """Hyperparameters as asked for (unset means auto)."""
@@ -419,10 +453,12 @@ class TrainingJob(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
+        gpu_count: _builtins.int = ...,
+        distributed_strategy: Global___DistributedStrategy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "progress", b"progress", "resolved_hyperparameters", b"resolved_hyperparameters", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_model", b"base_model", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "id", b"id", "idempotency_key", b"idempotency_key", "method", b"method", "metrics", b"metrics", "output_name", b"output_name", "progress", b"progress", "resolved_hyperparameters", b"resolved_hyperparameters", "result_model", b"result_model", "start_time", b"start_time", "state", b"state", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "validation_dataset", b"validation_dataset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_model", b"base_model", "create_time", b"create_time", "dataset", b"dataset", "distributed_strategy", b"distributed_strategy", "end_time", b"end_time", "error", b"error", "gpu_count", b"gpu_count", "hyperparameters", b"hyperparameters", "id", b"id", "idempotency_key", b"idempotency_key", "method", b"method", "metrics", b"metrics", "output_name", b"output_name", "progress", b"progress", "resolved_hyperparameters", b"resolved_hyperparameters", "result_model", b"result_model", "start_time", b"start_time", "state", b"state", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "validation_dataset", b"validation_dataset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -445,6 +481,8 @@ class CreateTrainingJobRequest(_message.Message):
     OUTPUT_NAME_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PARENT_MODEL_FIELD_NUMBER: _builtins.int
+    GPU_COUNT_FIELD_NUMBER: _builtins.int
+    DISTRIBUTED_STRATEGY_FIELD_NUMBER: _builtins.int
     method: Global___TrainingMethod.ValueType
     """How to train."""
     base_model: _builtins.str
@@ -465,6 +503,12 @@ class CreateTrainingJobRequest(_message.Message):
     """The same key returns the same job instead of creating another."""
     parent_model: _builtins.str
     """Start from this adapter instead of a fresh one (for example DPO after SFT): id, name or `name@alias`."""
+    gpu_count: _builtins.int
+    """GPUs to train on, one process each (0 to 64); 0 or 1 trains in a single process. More than
+    one needs a live worker with at least that many CUDA devices.
+    """
+    distributed_strategy: Global___DistributedStrategy.ValueType
+    """How several GPUs share the work (DDP when unspecified); only with `gpu_count` above 1."""
     @_builtins.property
     def hyperparameters(self) -> Global___Hyperparameters:
         """Hyperparameters; unset ones are auto."""
@@ -483,10 +527,12 @@ class CreateTrainingJobRequest(_message.Message):
         output_name: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         parent_model: _builtins.str = ...,
+        gpu_count: _builtins.int = ...,
+        distributed_strategy: Global___DistributedStrategy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hyperparameters", b"hyperparameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_model", b"base_model", "dataset", b"dataset", "hyperparameters", b"hyperparameters", "idempotency_key", b"idempotency_key", "method", b"method", "output_name", b"output_name", "parent_model", b"parent_model", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "validation_dataset", b"validation_dataset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_model", b"base_model", "dataset", b"dataset", "distributed_strategy", b"distributed_strategy", "gpu_count", b"gpu_count", "hyperparameters", b"hyperparameters", "idempotency_key", b"idempotency_key", "method", b"method", "output_name", b"output_name", "parent_model", b"parent_model", "teacher_model", b"teacher_model", "template_id", b"template_id", "template_version", b"template_version", "validation_dataset", b"validation_dataset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

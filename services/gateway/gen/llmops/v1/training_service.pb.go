@@ -84,6 +84,60 @@ func (TrainingMethod) EnumDescriptor() ([]byte, []int) {
 	return file_llmops_v1_training_service_proto_rawDescGZIP(), []int{0}
 }
 
+// How a job on several GPUs shares its work among its processes (one per GPU).
+type DistributedStrategy int32
+
+const (
+	// DDP: the default.
+	DistributedStrategy_DISTRIBUTED_STRATEGY_UNSPECIFIED DistributedStrategy = 0
+	// Data parallel: every GPU holds the whole model and a slice of each batch.
+	DistributedStrategy_DISTRIBUTED_STRATEGY_DDP DistributedStrategy = 1
+	// Fully sharded data parallel: parameters, gradients and optimizer state are sharded across
+	// the GPUs (full shard, wrapped per transformer layer), for bases too large for one GPU.
+	DistributedStrategy_DISTRIBUTED_STRATEGY_FSDP DistributedStrategy = 2
+)
+
+// Enum value maps for DistributedStrategy.
+var (
+	DistributedStrategy_name = map[int32]string{
+		0: "DISTRIBUTED_STRATEGY_UNSPECIFIED",
+		1: "DISTRIBUTED_STRATEGY_DDP",
+		2: "DISTRIBUTED_STRATEGY_FSDP",
+	}
+	DistributedStrategy_value = map[string]int32{
+		"DISTRIBUTED_STRATEGY_UNSPECIFIED": 0,
+		"DISTRIBUTED_STRATEGY_DDP":         1,
+		"DISTRIBUTED_STRATEGY_FSDP":        2,
+	}
+)
+
+func (x DistributedStrategy) Enum() *DistributedStrategy {
+	p := new(DistributedStrategy)
+	*p = x
+	return p
+}
+
+func (x DistributedStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DistributedStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmops_v1_training_service_proto_enumTypes[1].Descriptor()
+}
+
+func (DistributedStrategy) Type() protoreflect.EnumType {
+	return &file_llmops_v1_training_service_proto_enumTypes[1]
+}
+
+func (x DistributedStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DistributedStrategy.Descriptor instead.
+func (DistributedStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_llmops_v1_training_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Hyperparameters, named as in TRL, PEFT and transformers. A field left unset is
 // `auto`: the platform picks it by the documented rule and records the value in
 // `TrainingJob.resolved_hyperparameters`.
@@ -415,8 +469,12 @@ type TrainingJob struct {
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// The idempotency key it was created with.
 	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// GPUs the job trains on, one process each; 0 or 1 trains in a single process.
+	GpuCount int32 `protobuf:"varint,22,opt,name=gpu_count,json=gpuCount,proto3" json:"gpu_count,omitempty"`
+	// How several GPUs share the work; unspecified is DDP.
+	DistributedStrategy DistributedStrategy `protobuf:"varint,23,opt,name=distributed_strategy,json=distributedStrategy,proto3,enum=llmops.v1.DistributedStrategy" json:"distributed_strategy,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TrainingJob) Reset() {
@@ -596,6 +654,20 @@ func (x *TrainingJob) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *TrainingJob) GetGpuCount() int32 {
+	if x != nil {
+		return x.GpuCount
+	}
+	return 0
+}
+
+func (x *TrainingJob) GetDistributedStrategy() DistributedStrategy {
+	if x != nil {
+		return x.DistributedStrategy
+	}
+	return DistributedStrategy_DISTRIBUTED_STRATEGY_UNSPECIFIED
+}
+
 // Request for CreateTrainingJob.
 type CreateTrainingJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -620,9 +692,14 @@ type CreateTrainingJobRequest struct {
 	// The same key returns the same job instead of creating another.
 	IdempotencyKey string `protobuf:"bytes,10,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Start from this adapter instead of a fresh one (for example DPO after SFT): id, name or `name@alias`.
-	ParentModel   string `protobuf:"bytes,11,opt,name=parent_model,json=parentModel,proto3" json:"parent_model,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ParentModel string `protobuf:"bytes,11,opt,name=parent_model,json=parentModel,proto3" json:"parent_model,omitempty"`
+	// GPUs to train on, one process each (0 to 64); 0 or 1 trains in a single process. More than
+	// one needs a live worker with at least that many CUDA devices.
+	GpuCount int32 `protobuf:"varint,12,opt,name=gpu_count,json=gpuCount,proto3" json:"gpu_count,omitempty"`
+	// How several GPUs share the work (DDP when unspecified); only with `gpu_count` above 1.
+	DistributedStrategy DistributedStrategy `protobuf:"varint,13,opt,name=distributed_strategy,json=distributedStrategy,proto3,enum=llmops.v1.DistributedStrategy" json:"distributed_strategy,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CreateTrainingJobRequest) Reset() {
@@ -730,6 +807,20 @@ func (x *CreateTrainingJobRequest) GetParentModel() string {
 		return x.ParentModel
 	}
 	return ""
+}
+
+func (x *CreateTrainingJobRequest) GetGpuCount() int32 {
+	if x != nil {
+		return x.GpuCount
+	}
+	return 0
+}
+
+func (x *CreateTrainingJobRequest) GetDistributedStrategy() DistributedStrategy {
+	if x != nil {
+		return x.DistributedStrategy
+	}
+	return DistributedStrategy_DISTRIBUTED_STRATEGY_UNSPECIFIED
 }
 
 // Request for GetTrainingJob.
@@ -2070,7 +2161,7 @@ const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"\r_double_quantB\x10\n" +
 	"\x0e_full_finetuneB\f\n" +
 	"\n" +
-	"_rpo_alpha\"\xc2\b\n" +
+	"_rpo_alpha\"\xb2\t\n" +
 	"\vTrainingJob\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x02id\x121\n" +
 	"\x06method\x18\x02 \x01(\x0e2\x19.llmops.v1.TrainingMethodR\x06method\x12/\n" +
@@ -2098,10 +2189,12 @@ const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstartTime\x12;\n" +
 	"\bend_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12'\n" +
-	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\x1a:\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\x12\x1b\n" +
+	"\tgpu_count\x18\x16 \x01(\x05R\bgpuCount\x12Q\n" +
+	"\x14distributed_strategy\x18\x17 \x01(\x0e2\x1e.llmops.v1.DistributedStrategyR\x13distributedStrategy\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xeb\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xdb\x04\n" +
 	"\x18CreateTrainingJobRequest\x127\n" +
 	"\x06method\x18\x01 \x01(\x0e2\x19.llmops.v1.TrainingMethodB\x04\xe2A\x01\x02R\x06method\x12#\n" +
 	"\n" +
@@ -2117,7 +2210,9 @@ const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"outputName\x12'\n" +
 	"\x0fidempotency_key\x18\n" +
 	" \x01(\tR\x0eidempotencyKey\x12!\n" +
-	"\fparent_model\x18\v \x01(\tR\vparentModel\"-\n" +
+	"\fparent_model\x18\v \x01(\tR\vparentModel\x12\x1b\n" +
+	"\tgpu_count\x18\f \x01(\x05R\bgpuCount\x12Q\n" +
+	"\x14distributed_strategy\x18\r \x01(\x0e2\x1e.llmops.v1.DistributedStrategyR\x13distributedStrategy\"-\n" +
 	"\x15GetTrainingJobRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x02id\"\xb3\x01\n" +
 	"\x17ListTrainingJobsRequest\x12\x1b\n" +
@@ -2211,7 +2306,11 @@ const file_llmops_v1_training_service_proto_rawDesc = "" +
 	"\x13TRAINING_METHOD_SFT\x10\x01\x12\x19\n" +
 	"\x15TRAINING_METHOD_QLORA\x10\x02\x12\x17\n" +
 	"\x13TRAINING_METHOD_DPO\x10\x03\x12\x1b\n" +
-	"\x17TRAINING_METHOD_DISTILL\x10\x042\x95\x0f\n" +
+	"\x17TRAINING_METHOD_DISTILL\x10\x04*x\n" +
+	"\x13DistributedStrategy\x12$\n" +
+	" DISTRIBUTED_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DISTRIBUTED_STRATEGY_DDP\x10\x01\x12\x1d\n" +
+	"\x19DISTRIBUTED_STRATEGY_FSDP\x10\x022\x95\x0f\n" +
 	"\x0fTrainingService\x12m\n" +
 	"\x11CreateTrainingJob\x12#.llmops.v1.CreateTrainingJobRequest\x1a\x16.llmops.v1.TrainingJob\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/trainingJobs\x12i\n" +
 	"\x0eGetTrainingJob\x12 .llmops.v1.GetTrainingJobRequest\x1a\x16.llmops.v1.TrainingJob\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/trainingJobs/{id}\x12u\n" +
@@ -2244,107 +2343,110 @@ func file_llmops_v1_training_service_proto_rawDescGZIP() []byte {
 	return file_llmops_v1_training_service_proto_rawDescData
 }
 
-var file_llmops_v1_training_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_llmops_v1_training_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_llmops_v1_training_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_llmops_v1_training_service_proto_goTypes = []any{
 	(TrainingMethod)(0),                        // 0: llmops.v1.TrainingMethod
-	(*Hyperparameters)(nil),                    // 1: llmops.v1.Hyperparameters
-	(*TrainingJob)(nil),                        // 2: llmops.v1.TrainingJob
-	(*CreateTrainingJobRequest)(nil),           // 3: llmops.v1.CreateTrainingJobRequest
-	(*GetTrainingJobRequest)(nil),              // 4: llmops.v1.GetTrainingJobRequest
-	(*ListTrainingJobsRequest)(nil),            // 5: llmops.v1.ListTrainingJobsRequest
-	(*ListTrainingJobsResponse)(nil),           // 6: llmops.v1.ListTrainingJobsResponse
-	(*CancelTrainingJobRequest)(nil),           // 7: llmops.v1.CancelTrainingJobRequest
-	(*PauseTrainingJobRequest)(nil),            // 8: llmops.v1.PauseTrainingJobRequest
-	(*ResumeTrainingJobRequest)(nil),           // 9: llmops.v1.ResumeTrainingJobRequest
-	(*ListTrainingJobEventsRequest)(nil),       // 10: llmops.v1.ListTrainingJobEventsRequest
-	(*ListTrainingJobEventsResponse)(nil),      // 11: llmops.v1.ListTrainingJobEventsResponse
-	(*WatchTrainingJobRequest)(nil),            // 12: llmops.v1.WatchTrainingJobRequest
-	(*ListTrainingJobCheckpointsRequest)(nil),  // 13: llmops.v1.ListTrainingJobCheckpointsRequest
-	(*ListTrainingJobCheckpointsResponse)(nil), // 14: llmops.v1.ListTrainingJobCheckpointsResponse
-	(*RegisterCheckpointRequest)(nil),          // 15: llmops.v1.RegisterCheckpointRequest
-	(*MergeJob)(nil),                           // 16: llmops.v1.MergeJob
-	(*MergeAdapterRequest)(nil),                // 17: llmops.v1.MergeAdapterRequest
-	(*GetMergeJobRequest)(nil),                 // 18: llmops.v1.GetMergeJobRequest
-	(*ListMergeJobsRequest)(nil),               // 19: llmops.v1.ListMergeJobsRequest
-	(*ListMergeJobsResponse)(nil),              // 20: llmops.v1.ListMergeJobsResponse
-	(*CancelMergeJobRequest)(nil),              // 21: llmops.v1.CancelMergeJobRequest
-	(*ListMergeJobEventsRequest)(nil),          // 22: llmops.v1.ListMergeJobEventsRequest
-	(*ListMergeJobEventsResponse)(nil),         // 23: llmops.v1.ListMergeJobEventsResponse
-	(*WatchMergeJobRequest)(nil),               // 24: llmops.v1.WatchMergeJobRequest
-	nil,                                        // 25: llmops.v1.TrainingJob.MetricsEntry
-	(JobState)(0),                              // 26: llmops.v1.JobState
-	(*JobProgress)(nil),                        // 27: llmops.v1.JobProgress
-	(*status.Status)(nil),                      // 28: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),              // 29: google.protobuf.Timestamp
-	(*JobEvent)(nil),                           // 30: llmops.v1.JobEvent
-	(*Checkpoint)(nil),                         // 31: llmops.v1.Checkpoint
-	(*Model)(nil),                              // 32: llmops.v1.Model
+	(DistributedStrategy)(0),                   // 1: llmops.v1.DistributedStrategy
+	(*Hyperparameters)(nil),                    // 2: llmops.v1.Hyperparameters
+	(*TrainingJob)(nil),                        // 3: llmops.v1.TrainingJob
+	(*CreateTrainingJobRequest)(nil),           // 4: llmops.v1.CreateTrainingJobRequest
+	(*GetTrainingJobRequest)(nil),              // 5: llmops.v1.GetTrainingJobRequest
+	(*ListTrainingJobsRequest)(nil),            // 6: llmops.v1.ListTrainingJobsRequest
+	(*ListTrainingJobsResponse)(nil),           // 7: llmops.v1.ListTrainingJobsResponse
+	(*CancelTrainingJobRequest)(nil),           // 8: llmops.v1.CancelTrainingJobRequest
+	(*PauseTrainingJobRequest)(nil),            // 9: llmops.v1.PauseTrainingJobRequest
+	(*ResumeTrainingJobRequest)(nil),           // 10: llmops.v1.ResumeTrainingJobRequest
+	(*ListTrainingJobEventsRequest)(nil),       // 11: llmops.v1.ListTrainingJobEventsRequest
+	(*ListTrainingJobEventsResponse)(nil),      // 12: llmops.v1.ListTrainingJobEventsResponse
+	(*WatchTrainingJobRequest)(nil),            // 13: llmops.v1.WatchTrainingJobRequest
+	(*ListTrainingJobCheckpointsRequest)(nil),  // 14: llmops.v1.ListTrainingJobCheckpointsRequest
+	(*ListTrainingJobCheckpointsResponse)(nil), // 15: llmops.v1.ListTrainingJobCheckpointsResponse
+	(*RegisterCheckpointRequest)(nil),          // 16: llmops.v1.RegisterCheckpointRequest
+	(*MergeJob)(nil),                           // 17: llmops.v1.MergeJob
+	(*MergeAdapterRequest)(nil),                // 18: llmops.v1.MergeAdapterRequest
+	(*GetMergeJobRequest)(nil),                 // 19: llmops.v1.GetMergeJobRequest
+	(*ListMergeJobsRequest)(nil),               // 20: llmops.v1.ListMergeJobsRequest
+	(*ListMergeJobsResponse)(nil),              // 21: llmops.v1.ListMergeJobsResponse
+	(*CancelMergeJobRequest)(nil),              // 22: llmops.v1.CancelMergeJobRequest
+	(*ListMergeJobEventsRequest)(nil),          // 23: llmops.v1.ListMergeJobEventsRequest
+	(*ListMergeJobEventsResponse)(nil),         // 24: llmops.v1.ListMergeJobEventsResponse
+	(*WatchMergeJobRequest)(nil),               // 25: llmops.v1.WatchMergeJobRequest
+	nil,                                        // 26: llmops.v1.TrainingJob.MetricsEntry
+	(JobState)(0),                              // 27: llmops.v1.JobState
+	(*JobProgress)(nil),                        // 28: llmops.v1.JobProgress
+	(*status.Status)(nil),                      // 29: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),              // 30: google.protobuf.Timestamp
+	(*JobEvent)(nil),                           // 31: llmops.v1.JobEvent
+	(*Checkpoint)(nil),                         // 32: llmops.v1.Checkpoint
+	(*Model)(nil),                              // 33: llmops.v1.Model
 }
 var file_llmops_v1_training_service_proto_depIdxs = []int32{
 	0,  // 0: llmops.v1.TrainingJob.method:type_name -> llmops.v1.TrainingMethod
-	26, // 1: llmops.v1.TrainingJob.state:type_name -> llmops.v1.JobState
-	1,  // 2: llmops.v1.TrainingJob.hyperparameters:type_name -> llmops.v1.Hyperparameters
-	1,  // 3: llmops.v1.TrainingJob.resolved_hyperparameters:type_name -> llmops.v1.Hyperparameters
-	27, // 4: llmops.v1.TrainingJob.progress:type_name -> llmops.v1.JobProgress
-	25, // 5: llmops.v1.TrainingJob.metrics:type_name -> llmops.v1.TrainingJob.MetricsEntry
-	28, // 6: llmops.v1.TrainingJob.error:type_name -> google.rpc.Status
-	29, // 7: llmops.v1.TrainingJob.create_time:type_name -> google.protobuf.Timestamp
-	29, // 8: llmops.v1.TrainingJob.start_time:type_name -> google.protobuf.Timestamp
-	29, // 9: llmops.v1.TrainingJob.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 10: llmops.v1.CreateTrainingJobRequest.method:type_name -> llmops.v1.TrainingMethod
-	1,  // 11: llmops.v1.CreateTrainingJobRequest.hyperparameters:type_name -> llmops.v1.Hyperparameters
-	26, // 12: llmops.v1.ListTrainingJobsRequest.state:type_name -> llmops.v1.JobState
-	0,  // 13: llmops.v1.ListTrainingJobsRequest.method:type_name -> llmops.v1.TrainingMethod
-	2,  // 14: llmops.v1.ListTrainingJobsResponse.training_jobs:type_name -> llmops.v1.TrainingJob
-	30, // 15: llmops.v1.ListTrainingJobEventsResponse.events:type_name -> llmops.v1.JobEvent
-	31, // 16: llmops.v1.ListTrainingJobCheckpointsResponse.checkpoints:type_name -> llmops.v1.Checkpoint
-	26, // 17: llmops.v1.MergeJob.state:type_name -> llmops.v1.JobState
-	27, // 18: llmops.v1.MergeJob.progress:type_name -> llmops.v1.JobProgress
-	28, // 19: llmops.v1.MergeJob.error:type_name -> google.rpc.Status
-	29, // 20: llmops.v1.MergeJob.create_time:type_name -> google.protobuf.Timestamp
-	29, // 21: llmops.v1.MergeJob.start_time:type_name -> google.protobuf.Timestamp
-	29, // 22: llmops.v1.MergeJob.end_time:type_name -> google.protobuf.Timestamp
-	26, // 23: llmops.v1.ListMergeJobsRequest.state:type_name -> llmops.v1.JobState
-	16, // 24: llmops.v1.ListMergeJobsResponse.merge_jobs:type_name -> llmops.v1.MergeJob
-	30, // 25: llmops.v1.ListMergeJobEventsResponse.events:type_name -> llmops.v1.JobEvent
-	3,  // 26: llmops.v1.TrainingService.CreateTrainingJob:input_type -> llmops.v1.CreateTrainingJobRequest
-	4,  // 27: llmops.v1.TrainingService.GetTrainingJob:input_type -> llmops.v1.GetTrainingJobRequest
-	5,  // 28: llmops.v1.TrainingService.ListTrainingJobs:input_type -> llmops.v1.ListTrainingJobsRequest
-	7,  // 29: llmops.v1.TrainingService.CancelTrainingJob:input_type -> llmops.v1.CancelTrainingJobRequest
-	8,  // 30: llmops.v1.TrainingService.PauseTrainingJob:input_type -> llmops.v1.PauseTrainingJobRequest
-	9,  // 31: llmops.v1.TrainingService.ResumeTrainingJob:input_type -> llmops.v1.ResumeTrainingJobRequest
-	10, // 32: llmops.v1.TrainingService.ListTrainingJobEvents:input_type -> llmops.v1.ListTrainingJobEventsRequest
-	12, // 33: llmops.v1.TrainingService.WatchTrainingJob:input_type -> llmops.v1.WatchTrainingJobRequest
-	13, // 34: llmops.v1.TrainingService.ListTrainingJobCheckpoints:input_type -> llmops.v1.ListTrainingJobCheckpointsRequest
-	15, // 35: llmops.v1.TrainingService.RegisterCheckpoint:input_type -> llmops.v1.RegisterCheckpointRequest
-	17, // 36: llmops.v1.TrainingService.MergeAdapter:input_type -> llmops.v1.MergeAdapterRequest
-	18, // 37: llmops.v1.TrainingService.GetMergeJob:input_type -> llmops.v1.GetMergeJobRequest
-	19, // 38: llmops.v1.TrainingService.ListMergeJobs:input_type -> llmops.v1.ListMergeJobsRequest
-	21, // 39: llmops.v1.TrainingService.CancelMergeJob:input_type -> llmops.v1.CancelMergeJobRequest
-	22, // 40: llmops.v1.TrainingService.ListMergeJobEvents:input_type -> llmops.v1.ListMergeJobEventsRequest
-	24, // 41: llmops.v1.TrainingService.WatchMergeJob:input_type -> llmops.v1.WatchMergeJobRequest
-	2,  // 42: llmops.v1.TrainingService.CreateTrainingJob:output_type -> llmops.v1.TrainingJob
-	2,  // 43: llmops.v1.TrainingService.GetTrainingJob:output_type -> llmops.v1.TrainingJob
-	6,  // 44: llmops.v1.TrainingService.ListTrainingJobs:output_type -> llmops.v1.ListTrainingJobsResponse
-	2,  // 45: llmops.v1.TrainingService.CancelTrainingJob:output_type -> llmops.v1.TrainingJob
-	2,  // 46: llmops.v1.TrainingService.PauseTrainingJob:output_type -> llmops.v1.TrainingJob
-	2,  // 47: llmops.v1.TrainingService.ResumeTrainingJob:output_type -> llmops.v1.TrainingJob
-	11, // 48: llmops.v1.TrainingService.ListTrainingJobEvents:output_type -> llmops.v1.ListTrainingJobEventsResponse
-	30, // 49: llmops.v1.TrainingService.WatchTrainingJob:output_type -> llmops.v1.JobEvent
-	14, // 50: llmops.v1.TrainingService.ListTrainingJobCheckpoints:output_type -> llmops.v1.ListTrainingJobCheckpointsResponse
-	32, // 51: llmops.v1.TrainingService.RegisterCheckpoint:output_type -> llmops.v1.Model
-	16, // 52: llmops.v1.TrainingService.MergeAdapter:output_type -> llmops.v1.MergeJob
-	16, // 53: llmops.v1.TrainingService.GetMergeJob:output_type -> llmops.v1.MergeJob
-	20, // 54: llmops.v1.TrainingService.ListMergeJobs:output_type -> llmops.v1.ListMergeJobsResponse
-	16, // 55: llmops.v1.TrainingService.CancelMergeJob:output_type -> llmops.v1.MergeJob
-	23, // 56: llmops.v1.TrainingService.ListMergeJobEvents:output_type -> llmops.v1.ListMergeJobEventsResponse
-	30, // 57: llmops.v1.TrainingService.WatchMergeJob:output_type -> llmops.v1.JobEvent
-	42, // [42:58] is the sub-list for method output_type
-	26, // [26:42] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	27, // 1: llmops.v1.TrainingJob.state:type_name -> llmops.v1.JobState
+	2,  // 2: llmops.v1.TrainingJob.hyperparameters:type_name -> llmops.v1.Hyperparameters
+	2,  // 3: llmops.v1.TrainingJob.resolved_hyperparameters:type_name -> llmops.v1.Hyperparameters
+	28, // 4: llmops.v1.TrainingJob.progress:type_name -> llmops.v1.JobProgress
+	26, // 5: llmops.v1.TrainingJob.metrics:type_name -> llmops.v1.TrainingJob.MetricsEntry
+	29, // 6: llmops.v1.TrainingJob.error:type_name -> google.rpc.Status
+	30, // 7: llmops.v1.TrainingJob.create_time:type_name -> google.protobuf.Timestamp
+	30, // 8: llmops.v1.TrainingJob.start_time:type_name -> google.protobuf.Timestamp
+	30, // 9: llmops.v1.TrainingJob.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 10: llmops.v1.TrainingJob.distributed_strategy:type_name -> llmops.v1.DistributedStrategy
+	0,  // 11: llmops.v1.CreateTrainingJobRequest.method:type_name -> llmops.v1.TrainingMethod
+	2,  // 12: llmops.v1.CreateTrainingJobRequest.hyperparameters:type_name -> llmops.v1.Hyperparameters
+	1,  // 13: llmops.v1.CreateTrainingJobRequest.distributed_strategy:type_name -> llmops.v1.DistributedStrategy
+	27, // 14: llmops.v1.ListTrainingJobsRequest.state:type_name -> llmops.v1.JobState
+	0,  // 15: llmops.v1.ListTrainingJobsRequest.method:type_name -> llmops.v1.TrainingMethod
+	3,  // 16: llmops.v1.ListTrainingJobsResponse.training_jobs:type_name -> llmops.v1.TrainingJob
+	31, // 17: llmops.v1.ListTrainingJobEventsResponse.events:type_name -> llmops.v1.JobEvent
+	32, // 18: llmops.v1.ListTrainingJobCheckpointsResponse.checkpoints:type_name -> llmops.v1.Checkpoint
+	27, // 19: llmops.v1.MergeJob.state:type_name -> llmops.v1.JobState
+	28, // 20: llmops.v1.MergeJob.progress:type_name -> llmops.v1.JobProgress
+	29, // 21: llmops.v1.MergeJob.error:type_name -> google.rpc.Status
+	30, // 22: llmops.v1.MergeJob.create_time:type_name -> google.protobuf.Timestamp
+	30, // 23: llmops.v1.MergeJob.start_time:type_name -> google.protobuf.Timestamp
+	30, // 24: llmops.v1.MergeJob.end_time:type_name -> google.protobuf.Timestamp
+	27, // 25: llmops.v1.ListMergeJobsRequest.state:type_name -> llmops.v1.JobState
+	17, // 26: llmops.v1.ListMergeJobsResponse.merge_jobs:type_name -> llmops.v1.MergeJob
+	31, // 27: llmops.v1.ListMergeJobEventsResponse.events:type_name -> llmops.v1.JobEvent
+	4,  // 28: llmops.v1.TrainingService.CreateTrainingJob:input_type -> llmops.v1.CreateTrainingJobRequest
+	5,  // 29: llmops.v1.TrainingService.GetTrainingJob:input_type -> llmops.v1.GetTrainingJobRequest
+	6,  // 30: llmops.v1.TrainingService.ListTrainingJobs:input_type -> llmops.v1.ListTrainingJobsRequest
+	8,  // 31: llmops.v1.TrainingService.CancelTrainingJob:input_type -> llmops.v1.CancelTrainingJobRequest
+	9,  // 32: llmops.v1.TrainingService.PauseTrainingJob:input_type -> llmops.v1.PauseTrainingJobRequest
+	10, // 33: llmops.v1.TrainingService.ResumeTrainingJob:input_type -> llmops.v1.ResumeTrainingJobRequest
+	11, // 34: llmops.v1.TrainingService.ListTrainingJobEvents:input_type -> llmops.v1.ListTrainingJobEventsRequest
+	13, // 35: llmops.v1.TrainingService.WatchTrainingJob:input_type -> llmops.v1.WatchTrainingJobRequest
+	14, // 36: llmops.v1.TrainingService.ListTrainingJobCheckpoints:input_type -> llmops.v1.ListTrainingJobCheckpointsRequest
+	16, // 37: llmops.v1.TrainingService.RegisterCheckpoint:input_type -> llmops.v1.RegisterCheckpointRequest
+	18, // 38: llmops.v1.TrainingService.MergeAdapter:input_type -> llmops.v1.MergeAdapterRequest
+	19, // 39: llmops.v1.TrainingService.GetMergeJob:input_type -> llmops.v1.GetMergeJobRequest
+	20, // 40: llmops.v1.TrainingService.ListMergeJobs:input_type -> llmops.v1.ListMergeJobsRequest
+	22, // 41: llmops.v1.TrainingService.CancelMergeJob:input_type -> llmops.v1.CancelMergeJobRequest
+	23, // 42: llmops.v1.TrainingService.ListMergeJobEvents:input_type -> llmops.v1.ListMergeJobEventsRequest
+	25, // 43: llmops.v1.TrainingService.WatchMergeJob:input_type -> llmops.v1.WatchMergeJobRequest
+	3,  // 44: llmops.v1.TrainingService.CreateTrainingJob:output_type -> llmops.v1.TrainingJob
+	3,  // 45: llmops.v1.TrainingService.GetTrainingJob:output_type -> llmops.v1.TrainingJob
+	7,  // 46: llmops.v1.TrainingService.ListTrainingJobs:output_type -> llmops.v1.ListTrainingJobsResponse
+	3,  // 47: llmops.v1.TrainingService.CancelTrainingJob:output_type -> llmops.v1.TrainingJob
+	3,  // 48: llmops.v1.TrainingService.PauseTrainingJob:output_type -> llmops.v1.TrainingJob
+	3,  // 49: llmops.v1.TrainingService.ResumeTrainingJob:output_type -> llmops.v1.TrainingJob
+	12, // 50: llmops.v1.TrainingService.ListTrainingJobEvents:output_type -> llmops.v1.ListTrainingJobEventsResponse
+	31, // 51: llmops.v1.TrainingService.WatchTrainingJob:output_type -> llmops.v1.JobEvent
+	15, // 52: llmops.v1.TrainingService.ListTrainingJobCheckpoints:output_type -> llmops.v1.ListTrainingJobCheckpointsResponse
+	33, // 53: llmops.v1.TrainingService.RegisterCheckpoint:output_type -> llmops.v1.Model
+	17, // 54: llmops.v1.TrainingService.MergeAdapter:output_type -> llmops.v1.MergeJob
+	17, // 55: llmops.v1.TrainingService.GetMergeJob:output_type -> llmops.v1.MergeJob
+	21, // 56: llmops.v1.TrainingService.ListMergeJobs:output_type -> llmops.v1.ListMergeJobsResponse
+	17, // 57: llmops.v1.TrainingService.CancelMergeJob:output_type -> llmops.v1.MergeJob
+	24, // 58: llmops.v1.TrainingService.ListMergeJobEvents:output_type -> llmops.v1.ListMergeJobEventsResponse
+	31, // 59: llmops.v1.TrainingService.WatchMergeJob:output_type -> llmops.v1.JobEvent
+	44, // [44:60] is the sub-list for method output_type
+	28, // [28:44] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_llmops_v1_training_service_proto_init() }
@@ -2360,7 +2462,7 @@ func file_llmops_v1_training_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmops_v1_training_service_proto_rawDesc), len(file_llmops_v1_training_service_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
