@@ -248,6 +248,12 @@ class Settings(BaseSettings):
         description="How often the dispatcher looks for due deliveries (those recorded by this "
         "process are sent at once).",
     )
+    webhook_sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the dispatcher records the events of jobs that ended in the last "
+        "hour with none recorded (ended by a worker started without the webhook settings).",
+    )
 
     @model_validator(mode="after")
     def _server_tls_complete(self) -> Settings:

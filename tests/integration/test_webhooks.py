@@ -204,6 +204,31 @@ def test_a_merge_job_end_arrives_once_signed_and_retried_with_one_webhook_id(
 
 
 @pytest.mark.timeout(300)
+def test_a_job_ended_by_a_worker_without_the_settings_still_sends_its_event(
+    data_dir: Path, receiver: Receiver, tiny_models: TinyModels, adapter_dir: Path
+) -> None:
+    """A worker started without LLMOPS_WEBHOOK_* records no event for the job it ends; the
+    services' dispatcher finds the job end without one and records it, so it arrives late,
+    not never."""
+    receiver.failures = 0
+    stack = ServerThread(_settings(data_dir, [receiver.url], webhook_sweep_seconds=0.2)).start()
+    workers = Workers(stack)
+    try:
+        with llmops.Client(stack.address, timeout=60) as client:
+            _register(client, tiny_models, adapter_dir)
+            workers.start()  # no webhook settings
+            job = client.models.merge("helper").wait(timeout=240, poll_interval=0.2)
+            assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error.message
+            until(lambda: receiver.delivered(job.id), 30, "the merge job's event")
+        [delivered] = receiver.of_job(job.id)
+        assert delivered.event.type == "merge.job.succeeded"
+        assert [row.state for row in _deliveries(stack, job.id)] == ["DELIVERED"]
+    finally:
+        workers.stop()
+        stack.stop()
+
+
+@pytest.mark.timeout(300)
 def test_training_jobs_that_succeed_and_fail_send_openai_fine_tuning_events(
     stack: ServerThread, receiver: Receiver, tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ import aiohttp
 from sqlalchemy.exc import OperationalError
 
 from llmops_services.context import Platform
+from llmops_services.db.tables import utcnow
 from llmops_services.jobs.signals import wait
 from llmops_services.webhooks import deliveries, outbox
 from llmops_services.webhooks.deliveries import Claimed, RetryPolicy
@@ -52,6 +53,9 @@ class Dispatcher:
         self.signer = Signer(settings.webhook_secret.get_secret_value())
         self.timeout = settings.webhook_timeout_seconds
         self.poll_seconds = settings.webhook_poll_seconds
+        self.endpoints = tuple(settings.webhook_urls)
+        self.sweep_seconds = settings.webhook_sweep_seconds
+        self._next_sweep = 0.0
         self.policy = RetryPolicy(
             settings.webhook_max_attempts,
             settings.webhook_backoff_seconds,
@@ -101,12 +105,29 @@ class Dispatcher:
         while True:
             self._wake.clear()
             try:
+                await self.sweep_if_due()
                 await self.dispatch_due()
             except (OSError, OperationalError) as error:  # the database is down or locked
                 log.warning("webhook dispatch: database unavailable (%s)", error)
             except Exception:
                 log.exception("webhook dispatch failed")
             await wait(self._wake, self.poll_seconds)
+
+    async def sweep_if_due(self) -> None:
+        """Every `LLMOPS_WEBHOOK_SWEEP_SECONDS` (and at start), records the events of recent job
+        ends that recorded none (`outbox.record_missing`)."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.sweep_seconds
+        since = utcnow() - outbox.SWEEP_WINDOW
+        sweep = partial(outbox.record_missing, endpoints=self.endpoints, since=since)
+        if found := await self.db.run(sweep):
+            log.warning(
+                "recorded the webhook events of %d job(s) that ended without them: start every "
+                "worker with the same LLMOPS_WEBHOOK_* settings as the services",
+                found,
+            )
 
     async def dispatch_due(self) -> None:
         """Claims as many due deliveries as there is room for and starts sending them."""

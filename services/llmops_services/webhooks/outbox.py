@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from llmops_services.db.database import Database
@@ -55,6 +57,28 @@ def record(session: Session, job: JobRow, endpoints: Sequence[str]) -> list[Webh
     session.add_all(rows)
     session.info[_RECORDED] = True
     return rows
+
+
+SWEEP_WINDOW = timedelta(hours=1)
+"""How far back the dispatcher looks for job ends that recorded no event."""
+
+
+def record_missing(session: Session, endpoints: Sequence[str], since: datetime) -> int:
+    """Records the events of jobs that ended since `since` and recorded none: those a process
+    without the webhook settings ended (a worker started without them). The services' dispatcher
+    runs it now and then, so such a job's event is late, not lost. Two replicas recording the
+    same job meet the `(job_id, endpoint)` constraint; the loser's transaction runs again and
+    finds the rows (`Database.run_sync`)."""
+    if not endpoints:
+        return 0
+    recorded = select(WebhookDeliveryRow.id).where(WebhookDeliveryRow.job_id == JobRow.id)
+    query = select(JobRow).where(
+        JobRow.state.in_(TERMINAL), JobRow.end_time >= since, ~exists(recorded)
+    )
+    ended = list(session.scalars(query).all())
+    for job in ended:
+        record(session, job, endpoints)
+    return len(ended)
 
 
 def install(db: Database, endpoints: Sequence[str]) -> None:
