@@ -56,7 +56,7 @@ def _kind(objects: list[Manifest], kind: str) -> dict[str, Manifest]:
 
 def _pod_specs(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
     for o in objects:
-        if o["kind"] in ("Deployment", "Job"):
+        if o["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]
 
 
@@ -67,7 +67,7 @@ def test_check_deploy_passes(rendered: dict[str, list[Manifest]]) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_deployment_has_probes(rendered: dict[str, list[Manifest]], overlay: str) -> None:
-    deployments = _kind(rendered[overlay], "Deployment")
+    deployments = _kind(rendered[overlay], "Deployment") | _kind(rendered[overlay], "StatefulSet")
     for name, deployment in deployments.items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             assert "readinessProbe" in container, f"{overlay}: {name} has no readiness probe"
@@ -89,6 +89,28 @@ def test_containers_run_as_non_root(rendered: dict[str, list[Manifest]], overlay
             context = container.get("securityContext", {})
             assert context.get("allowPrivilegeEscalation") is False, f"{overlay}: {name}"
             assert context.get("capabilities", {}).get("drop") == ["ALL"], f"{overlay}: {name}"
+
+
+def test_the_gateway_routes_to_every_inference_replica(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The gateway's Inference backends are exactly the StatefulSet's pods, by their stable
+    names under its headless Service (a replica missing from the list would get no traffic)."""
+    for overlay in OVERLAYS:
+        inference = _kind(rendered[overlay], "StatefulSet")["llmops-inference"]
+        service = _kind(rendered[overlay], "Service")["llmops-inference"]
+        assert service["spec"]["clusterIP"] == "None"
+        assert inference["spec"]["serviceName"] == "llmops-inference"
+        gateway = _kind(rendered[overlay], "Deployment")["llmops-gateway"]
+        env = {
+            e["name"]: e.get("value")
+            for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        pods = [
+            f"llmops-inference-{n}.llmops-inference:50051"
+            for n in range(inference["spec"]["replicas"])
+        ]
+        assert env["LLMOPS_GATEWAY_INFERENCE_BACKENDS"].split(",") == pods, overlay
 
 
 def test_gpu_workers_request_a_gpu(rendered: dict[str, list[Manifest]]) -> None:
