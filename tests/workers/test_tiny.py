@@ -254,3 +254,80 @@ def test_cli_builds_and_registers_both_models_once(server: ServerThread, tmp_pat
     code, stdout, _ = invoke("models", "build-tiny", "--output-dir", str(out), "--no-register")
     assert code == 0
     assert "llmops-tiny-student" in stdout and str(out.resolve()) in stdout
+
+
+# A first run that just works
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_before_the_tiny_models_exist_builds_and_registers_them(
+    server: ServerThread,
+    models_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    """`llmops generate` with no model names the server's default, llmops-tiny: not registered
+    yet, so the CLI builds what is missing (here: nothing, the models are on disk already, as
+    after an earlier build), registers both, and asks again."""
+    home = tmp_path / "cli-data"  # the CLI's data dir; its models/ holds the built models
+    home.mkdir()
+    (home / "models").symlink_to(models_root, target_is_directory=True)
+    monkeypatch.setenv("LLMOPS_DATA_DIR", str(home))
+    args = ["--address", server.address, "generate", "-p", "The cat", "--max-new-tokens", "2"]
+    code, stdout, stderr = invoke(*args, *(["--stream"] if stream else []), "-o", "json")
+    assert code == 0, stderr
+    assert "llmops-tiny is not registered yet: building the tiny models first" in stderr
+    assert stderr.count("registered llmops-tiny") == 2
+    answers = [json.loads(line) for line in stdout.splitlines()] if stream else [json.loads(stdout)]
+
+    code, stdout, _ = invoke("--address", server.address, "models", "list", "-o", "json")
+    registered = {m["name"]: m for m in json.loads(stdout)}
+    assert {name: m["uri"] for name, m in registered.items()} == {
+        name: str(models_root / name) for name in tiny.TINY_MODELS
+    }
+    assert {a["model"] for a in answers if a["model"]} == {registered["llmops-tiny"]["id"]}
+
+    code, _, stderr = invoke(*args)  # registered now: no second build
+    assert code == 0, stderr
+    assert "building" not in stderr and "registered" not in stderr
+
+
+def test_train_on_a_missing_tiny_student_builds_it_then_queues_the_job(
+    server: ServerThread, models_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "cli-data"  # the CLI's data dir; its models/ holds the built models
+    home.mkdir()
+    (home / "models").symlink_to(models_root, target_is_directory=True)
+    monkeypatch.setenv("LLMOPS_DATA_DIR", str(home))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    code, stdout, stderr = invoke(
+        "--address",
+        server.address,
+        "datasets",
+        "upload",
+        str(rows),
+        "--kind",
+        "sft",
+        "--name",
+        "first",
+        "-o",
+        "json",
+    )
+    assert code == 0, stderr
+    code, stdout, stderr = invoke(
+        "--address",
+        server.address,
+        "train",
+        "sft",
+        "--base-model",
+        "llmops-tiny-student",
+        "--dataset",
+        "first",
+        "-o",
+        "json",
+    )
+    assert code == 0, stderr
+    assert "llmops-tiny-student is not registered yet" in stderr
+    assert json.loads(stdout)["state"] == "JOB_STATE_QUEUED"

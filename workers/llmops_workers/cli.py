@@ -16,6 +16,7 @@ import typer
 
 from llmops.cli import models as models_cli
 from llmops.cli._common import OutputFormat, OutputOption, client, fail, print_table, show
+from llmops.cli.first_run import set_tiny_model_builder
 from llmops.cli.plugins import group
 from llmops_services.cli import DataDir, settings
 
@@ -93,6 +94,20 @@ def _default_models_dir() -> Path:
     return Path(os.environ.get("LLMOPS_DATA_DIR") or "artifacts") / "models"
 
 
+def _ensure_tiny_models(root: Path, pretrain_steps: int | None) -> dict[str, Path]:
+    """Builds the tiny models missing under `root`, saying so on stderr; all their paths."""
+    from llmops_workers import tiny
+
+    root = root.expanduser().resolve()
+    missing = [name for name in tiny.TINY_MODELS if not (root / name).is_dir()]
+    if missing:
+        typer.echo(f"building {', '.join(missing)} under {root} (about a minute)...", err=True)
+    try:
+        return tiny.ensure_tiny_models(root, pretrain_steps=pretrain_steps)
+    except ImportError as err:
+        fail(f"{_NEEDS_ML}: {err}")
+
+
 def _register_tiny(
     ctx: typer.Context, paths: dict[str, Path], describe: Callable[[Path], str]
 ) -> list[registry_service_pb2.Model]:
@@ -142,14 +157,7 @@ def build_tiny(
     """
     from llmops_workers import tiny
 
-    root = (output_dir or _default_models_dir()).expanduser().resolve()
-    missing = [name for name in tiny.TINY_MODELS if not (root / name).is_dir()]
-    if missing:
-        typer.echo(f"building {', '.join(missing)} under {root} (about a minute)...", err=True)
-    try:
-        paths = tiny.ensure_tiny_models(root, pretrain_steps=pretrain_steps)
-    except ImportError as err:
-        fail(f"{_NEEDS_ML}: {err}")
+    paths = _ensure_tiny_models(output_dir or _default_models_dir(), pretrain_steps)
     if register_models:
         models = _register_tiny(ctx, paths, tiny.describe)
         show(output, models, lambda: models_cli.models_table(models, "no models"))
@@ -159,7 +167,18 @@ def build_tiny(
         print_table(["NAME", "PATH"], [[name, path] for name, path in paths.items()], empty="")
 
 
+def build_missing_tiny_models(ctx: typer.Context) -> None:
+    """What a client command does when it names a tiny model that is not registered yet (see
+    `llmops.cli.first_run`): `build-tiny` with its defaults, progress on stderr only."""
+    from llmops_workers import tiny
+
+    paths = _ensure_tiny_models(_default_models_dir(), None)
+    _register_tiny(ctx, paths, tiny.describe)
+
+
 def register(app: typer.Typer) -> None:
-    """The `llmops.cli` entry point: adds `worker`, and `build-tiny` to `llmops models`."""
+    """The `llmops.cli` entry point: adds `worker`, `build-tiny` to `llmops models`, and the
+    builder client commands use when they name a tiny model before it is registered."""
     app.command("worker")(worker_command)
     group(app, "models").command("build-tiny")(build_tiny)
+    set_tiny_model_builder(build_missing_tiny_models)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llmops.cli._common import OutputFormat, OutputOption, client, fail, print_table, show, when
+from llmops.cli.first_run import with_tiny_models
 from llmops.enums import short_name
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def run_eval(
     generation = eval_service_pb2.GenerationConfig(
         max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    handle = runs.create(model, dataset, gate, template, task, limit, generation=generation)
+    handle = with_tiny_models(
+        ctx, lambda: runs.create(model, dataset, gate, template, task, limit, generation=generation)
+    )
     if wait:
         handle.wait(timeout, poll_interval=1.0)
     run = handle.message

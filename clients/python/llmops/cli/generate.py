@@ -22,6 +22,7 @@ from llmops.cli._common import (
     to_json,
     usage_fail,
 )
+from llmops.cli.first_run import with_tiny_models
 from llmops.v1 import inference_service_pb2
 
 ModelOption = Annotated[
@@ -122,9 +123,13 @@ def generate(
     inference = client(ctx).inference
     request: dict[str, Any] = {"template_id": template, "text": text, **sampling}
     if stream:
-        _print_stream(inference.stream(model, prompt, **request), output)
+        with_tiny_models(
+            ctx, lambda: _print_stream(inference.stream(model, prompt, **request), output)
+        )
     else:
-        _print_answer(inference.generate(model, prompt, **request), output)
+        _print_answer(
+            with_tiny_models(ctx, lambda: inference.generate(model, prompt, **request)), output
+        )
 
 
 def chat(
@@ -157,9 +162,16 @@ def chat(
     def turn(content: str) -> None:
         history.append(("user", content))
         if stream:
-            answer = _print_stream(inference.stream(model, messages=history, **sampling), output)
+            answer = with_tiny_models(
+                ctx,
+                lambda: _print_stream(
+                    inference.stream(model, messages=history, **sampling), output
+                ),
+            )
         else:
-            response = inference.generate(model, messages=history, **sampling)
+            response = with_tiny_models(
+                ctx, lambda: inference.generate(model, messages=history, **sampling)
+            )
             _print_answer(response, output)
             answer = response.text
         history.append(("assistant", answer))

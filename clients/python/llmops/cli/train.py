@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llmops.cli._common import OutputFormat, OutputOption, client, print_json, show, usage_fail
+from llmops.cli.first_run import with_tiny_models
 from llmops.cli.jobs import exit_for, follow, print_job, state_name
 
 if TYPE_CHECKING:
@@ -131,20 +132,24 @@ def _train(
     output: OutputFormat,
 ) -> None:
     hyperparameters = parse_sets(sets)
-    job = client(ctx).training.create(
-        method,
-        base_model,
-        dataset,
-        template_id=template,
-        template_version=template_version,
-        hyperparameters=hyperparameters,
-        validation_dataset=validation_dataset,
-        teacher_model=teacher_model,
-        output_name=output_name,
-        idempotency_key=idempotency_key,
-        parent_model=parent_model,
-        gpu_count=gpus,
-        distributed_strategy=strategy,
+    training = client(ctx).training
+    job = with_tiny_models(
+        ctx,
+        lambda: training.create(
+            method,
+            base_model,
+            dataset,
+            template_id=template,
+            template_version=template_version,
+            hyperparameters=hyperparameters,
+            validation_dataset=validation_dataset,
+            teacher_model=teacher_model,
+            output_name=output_name,
+            idempotency_key=idempotency_key,
+            parent_model=parent_model,
+            gpu_count=gpus,
+            distributed_strategy=strategy,
+        ),
     )
     if not wait:
         title = f"{job.id}: {state_name(job.state)}"
