@@ -28,7 +28,6 @@ from llmops_services.runtime.logs import configure_logging
 from llmops_services.runtime.metrics import start_metrics_server
 from llmops_services.runtime.server import GrpcServer, ServiceBinding, run_until_signalled
 from llmops_services.settings import Settings
-from llmops_services.training import metrics as training_metrics
 from llmops_services.training import service as training_service
 from llmops_services.unimplemented import unimplemented_bindings
 from llmops_services.webhooks.dispatcher import Dispatcher
@@ -99,7 +98,6 @@ class PlatformProcess:
             self.reconciler = Reconciler(platform, self.queue)
             if self.settings.webhook_urls:
                 self.dispatcher = Dispatcher(platform)
-            training_metrics.register(platform.db)
             jobs_metrics.register(platform.db)
         keys = ApiKeyCache(platform.db, self.settings.auth_cache_seconds)
         self.server = GrpcServer(self.settings, self._bindings(platform), keys)
@@ -143,7 +141,6 @@ class PlatformProcess:
         if self.inference is not None:
             await self.inference.close()
         if self.queue is not None:
-            training_metrics.unregister()
             jobs_metrics.unregister()
             await self.queue.close()
         if self.announcer is not None:

@@ -59,6 +59,13 @@ def test_jobs_of_every_kind_by_state_and_the_oldest_queued(
     assert _oldest(served, "eval") > 0
     assert _oldest(served, "training") == 0  # its only job was cancelled
     assert _oldest(served, "merge") == 0
-    # the training service's own gauges agree
-    depth = served[("llmops_training_queue_depth", frozenset())]
-    assert depth == 0
+    # the by-method training gauges agree with the by-kind ones
+    by_method = {
+        (dict(labels)["method"], dict(labels)["state"]): value
+        for (name, labels), value in served.items()
+        if name == "llmops_training_jobs"
+    }
+    assert by_method[("sft", "CANCELLED")] == 1
+    assert sum(v for (_, state), v in by_method.items() if state == "CANCELLED") == 1
+    assert sum(by_method.values()) == 1
+    assert len(by_method) == 4 * 7  # every method and state, 0 when none

@@ -318,7 +318,7 @@ def test_training_metrics_and_the_trace_reach_prometheus_and_otlp(
         assert stack.addresses is not None
         served = _scrape(stack.addresses.metrics)
         assert 'llmops_training_jobs{method="sft",state="SUCCEEDED"} 1.0' in served
-        assert "llmops_training_queue_depth 0.0" in served
+        assert 'llmops_jobs{kind="training",state="QUEUED"} 0.0' in served
         (advert,) = _adverts(workers.redis_url)
         worker_metrics = _scrape(str(advert["metrics"]))
         assert 'llmops_training_job_duration_seconds_count{method="sft",state="SUCCEEDED"} 1.0' in (
