@@ -36,11 +36,26 @@ class ServicesProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServicesProcess:
+        return self.launch().wait_ready()
+
+    def launch(self) -> ServicesProcess:
+        """Starts the process without waiting for it (to start several at once)."""
         command = [sys.executable, "-m", "llmops", "serve", "--grpc-port", str(self.port)]
         command += ["--metrics-port", "-1", "--data-dir", str(self.data_dir)]
         self.process = subprocess.Popen(command, env=self.env, cwd=ROOT)
+        return self
+
+    def wait_ready(self) -> ServicesProcess:
+        """Waits until the services answer; fails at once if the process has exited."""
         with llmops.Client(self.address, timeout=5) as client:
-            until(lambda: _answers(client), 60, "the services to answer")
+
+            def answers() -> bool:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"llmops serve exited with {self.process.returncode}")
+                return _answers(client)
+
+            until(answers, 60, "the services to answer")
         return self
 
     def kill(self) -> None:

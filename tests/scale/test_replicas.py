@@ -168,3 +168,32 @@ def _alias_moves_form_one_chain(clients: list[llmops.Client]) -> None:
             assert after.from_model != after.to_model
         current = [a for a in client.models.aliases("scaled") if a.alias == "live"]
         assert [a.model for a in current] == [moves[-1].to_model]
+
+
+@pytest.mark.timeout(300)
+def test_replicas_started_together_on_an_empty_database_migrate_it_once(
+    tmp_path: Path, redis_server: PrivateRedis, postgres_url: str
+) -> None:
+    """Three replicas of a new deployment start at the same moment on an empty database: each
+    would run the migrations and seed the bundled data; one does, the others wait for it and
+    find it done, and all three serve the same rows."""
+    data_dir = tmp_path / "data"
+    replicas = [ServicesProcess(data_dir, redis_server.url, postgres_url) for _ in range(3)]
+    try:
+        for replica in replicas:
+            replica.launch()
+        for replica in replicas:
+            replica.wait_ready()
+        seen = []
+        for replica in replicas:
+            with llmops.Client(replica.address, timeout=30) as client:
+                datasets = sorted((d.name, d.id) for d in client.datasets.list())
+                templates = sorted((t.template_id, t.version) for t in client.templates.list())
+            seen.append((datasets, templates))
+        datasets, templates = seen[0]
+        assert datasets and templates
+        assert len({name for name, _ in datasets}) == len(datasets)  # each seeded once
+        assert all(other == seen[0] for other in seen[1:])
+    finally:
+        for replica in replicas:
+            replica.stop()

@@ -123,6 +123,14 @@ class Database:
                 connection.commit()
             try:
                 with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        # Replicas of a new deployment start together: each would create the
+                        # schema. One takes this lock, migrates and commits (DDL is
+                        # transactional here, and the lock ends with the transaction); the
+                        # others wait for it, then find the schema at head.
+                        connection.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                        )
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
             finally:
@@ -133,6 +141,10 @@ class Database:
     def close(self) -> None:
         """Closes every pooled connection."""
         self.engine.dispose()
+
+
+MIGRATION_LOCK_KEY = 0x6C6C6D6F7073  # "llmops": the advisory lock that serializes migrations
+"""Any int64 no other advisory lock of the database uses."""
 
 
 def alembic_config(url: str) -> Config:

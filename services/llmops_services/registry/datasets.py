@@ -201,7 +201,13 @@ def store_dataset(
             )
 
     # Checked before the bytes reach the store too, so that a refusal leaves no file behind.
-    db.run_sync(check_name_free)
+    try:
+        db.run_sync(check_name_free)
+    except AlreadyExists:
+        raced = db.run_sync(existing)  # the same content, stored since the check above
+        if raced is None:
+            raise
+        return raced, True
     uri, _ = store.put_content_addressed(upload.path, "datasets", ".jsonl")
 
     def insert(session: Session) -> DatasetRow:
@@ -224,10 +230,12 @@ def store_dataset(
 
     try:
         return db.run_sync(insert), False
-    except IntegrityError:
+    except (IntegrityError, AlreadyExists):
+        # A concurrent upload stored it (or took the name) since the checks above: the same
+        # content is that dataset; other content keeps the error (ALREADY_EXISTS for a name).
         raced = db.run_sync(existing)
         if raced is None:
-            db.run_sync(check_name_free)  # a concurrent upload took the name: ALREADY_EXISTS
+            db.run_sync(check_name_free)
             raise
         return raced, True
 
