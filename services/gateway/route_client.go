@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -22,10 +24,11 @@ import (
 type routedInference struct {
 	state   *routeState
 	clients []llmopsv1.InferenceServiceClient
+	logger  *slog.Logger
 }
 
-func newRoutedInference(state *routeState, conns []*grpc.ClientConn) *routedInference {
-	r := &routedInference{state: state}
+func newRoutedInference(state *routeState, conns []*grpc.ClientConn, logger *slog.Logger) *routedInference {
+	r := &routedInference{state: state, logger: logger}
 	for _, conn := range conns {
 		r.clients = append(r.clients, llmopsv1.NewInferenceServiceClient(conn))
 	}
@@ -75,10 +78,61 @@ func (r *routedInference) StreamGenerate(ctx context.Context, in *llmopsv1.Strea
 	return s, nil
 }
 
-// ListServedModels answers for one healthy replica (the first, in -inference-backends order);
-// each replica's own view is at its own address.
+// ListServedModels asks every healthy replica at once (every replica, when none is) within the
+// caller's deadline and lists all their bases in -inference-backends order, each with `replica`
+// set to its backend address: the same base loaded on two replicas is listed twice, since each
+// copy has its own adapters and queue. A replica that fails is left out with a warning in the
+// log as long as another answered (one replica down must not hide what the others hold); when
+// none answered, the first one's error is returned. The response's `engine` is the first
+// answering replica's. The router's own poll (route_poll.go) calls each replica directly, not
+// through here.
 func (r *routedInference) ListServedModels(ctx context.Context, in *llmopsv1.ListServedModelsRequest, opts ...grpc.CallOption) (*llmopsv1.ListServedModelsResponse, error) {
-	return r.clients[r.state.firstHealthy()].ListServedModels(ctx, in, opts...)
+	asked := r.state.healthyReplicas()
+	if len(asked) == 0 {
+		asked = make([]int, len(r.clients))
+		for i := range asked {
+			asked[i] = i
+		}
+	}
+	answers := make([]*llmopsv1.ListServedModelsResponse, len(asked))
+	errs := make([]error, len(asked))
+	var wg sync.WaitGroup
+	for k, i := range asked {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[k], errs[k] = r.clients[i].ListServedModels(ctx, in, opts...)
+		}()
+	}
+	wg.Wait()
+	merged := &llmopsv1.ListServedModelsResponse{}
+	answered := false
+	for k, i := range asked {
+		addr := r.state.addr(i)
+		if errs[k] != nil {
+			if isUnavailable(errs[k]) {
+				r.state.markUnavailable(i)
+			}
+			continue
+		}
+		if !answered {
+			answered = true
+			merged.Engine = answers[k].GetEngine()
+		}
+		for _, base := range answers[k].GetModels() {
+			base.Replica = addr
+			merged.Models = append(merged.Models, base)
+		}
+	}
+	if !answered {
+		return nil, errs[0]
+	}
+	for k, i := range asked {
+		if errs[k] != nil {
+			r.logger.Warn("inference replica left out of the served models", "backend", r.state.addr(i), "error", errs[k])
+		}
+	}
+	return merged, nil
 }
 
 // routedStream releases its replica once, when the stream ends.

@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +35,7 @@ type fakeReplica struct {
 	mu          sync.Mutex
 	loaded      map[string]bool
 	unavailable bool
+	hang        bool // ListServedModels waits for its caller's deadline
 }
 
 func (f *fakeReplica) serve(model string) (string, error) {
@@ -71,17 +74,24 @@ func (f *fakeReplica) StreamGenerate(req *llmopsv1.StreamGenerateRequest, stream
 	return stream.Send(&llmopsv1.StreamGenerateResponse{FinishReason: llmopsv1.FinishReason_FINISH_REASON_STOP})
 }
 
-func (f *fakeReplica) ListServedModels(context.Context, *llmopsv1.ListServedModelsRequest) (*llmopsv1.ListServedModelsResponse, error) {
+func (f *fakeReplica) ListServedModels(ctx context.Context, _ *llmopsv1.ListServedModelsRequest) (*llmopsv1.ListServedModelsResponse, error) {
+	f.mu.Lock()
+	hang := f.hang
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.unavailable {
 		return nil, status.Error(codes.Unavailable, "draining")
 	}
-	base := &llmopsv1.ServedBase{Model: "base"}
+	base := &llmopsv1.ServedBase{Model: "base", Engine: "engine-" + f.name}
 	for id := range f.loaded {
 		base.Adapters = append(base.Adapters, &llmopsv1.ServedAdapter{Model: id})
 	}
-	return &llmopsv1.ListServedModelsResponse{Models: []*llmopsv1.ServedBase{base}}, nil
+	return &llmopsv1.ListServedModelsResponse{Models: []*llmopsv1.ServedBase{base}, Engine: "engine-" + f.name}, nil
 }
 
 func startReplica(t *testing.T, name string) *fakeReplica {
@@ -234,7 +244,7 @@ func routerWithoutPolls(t *testing.T, replicas ...*fakeReplica) (*routeState, *r
 		conns = append(conns, conn)
 	}
 	state := newRouteState(addrs, false)
-	return state, newRoutedInference(state, conns)
+	return state, newRoutedInference(state, conns, slog.New(slog.DiscardHandler))
 }
 
 func TestAUnaryCallMeetingUnavailableIsRetriedOnAnotherReplica(t *testing.T) {
@@ -296,5 +306,137 @@ func TestStreamsReleaseTheirReplica(t *testing.T) {
 			t.Fatal("the abandoned stream was still counted 5 s after its caller left")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// servedBy lists a served-models answer as "replica:adapter,adapter" per base, adapters sorted.
+func servedBy(resp *llmopsv1.ListServedModelsResponse) []string {
+	var got []string
+	for _, base := range resp.GetModels() {
+		var adapters []string
+		for _, a := range base.GetAdapters() {
+			adapters = append(adapters, a.GetModel())
+		}
+		slices.Sort(adapters)
+		got = append(got, base.GetReplica()+":"+strings.Join(adapters, ","))
+	}
+	return got
+}
+
+func TestServedModelsListEveryReplicaInBackendOrder(t *testing.T) {
+	a, b, c := startReplica(t, "a"), startReplica(t, "b"), startReplica(t, "c")
+	state, router := routerWithoutPolls(t, a, b, c)
+	onA, onC := modelHashedTo(a, a, b, c), modelHashedTo(c, a, b, c)
+	for _, model := range []string{onC, onA} { // sent out of list order: the list keeps its own
+		if _, err := router.Generate(context.Background(), &llmopsv1.GenerateRequest{Model: model}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := router.ListServedModels(context.Background(), &llmopsv1.ListServedModelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{a.address + ":" + onA, b.address + ":", c.address + ":" + onC}
+	if got := servedBy(resp); !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	if resp.GetEngine() != "engine-a" || resp.GetModels()[2].GetEngine() != "engine-c" {
+		t.Errorf("engine %q, c's base %q", resp.GetEngine(), resp.GetModels()[2].GetEngine())
+	}
+	// A replica the router holds unhealthy is not asked.
+	state.observe(1, time.Now(), false, nil)
+	resp, err = router.ListServedModels(context.Background(), &llmopsv1.ListServedModelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := servedBy(resp); !slices.Equal(got, []string{want[0], want[2]}) {
+		t.Errorf("with b unhealthy listed %v", got)
+	}
+}
+
+func TestServedModelsLeaveOutAFailingReplicaUnlessNoneAnswers(t *testing.T) {
+	a, b := startReplica(t, "a"), startReplica(t, "b")
+	state, router := routerWithoutPolls(t, a, b)
+	a.setUnavailable(true)
+	resp, err := router.ListServedModels(context.Background(), &llmopsv1.ListServedModelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := servedBy(resp); !slices.Equal(got, []string{b.address + ":"}) || resp.GetEngine() != "engine-b" {
+		t.Errorf("with a unavailable listed %v, engine %q", got, resp.GetEngine())
+	}
+	if got := state.healthyReplicas(); !slices.Equal(got, []int{1}) {
+		t.Errorf("healthy %v after a answered UNAVAILABLE", got)
+	}
+	// None healthy: every replica is asked, and the first one's error is the answer.
+	b.setUnavailable(true)
+	if _, err := router.ListServedModels(context.Background(), &llmopsv1.ListServedModelsRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("%v with every replica unavailable", err)
+	}
+	if len(state.healthyReplicas()) != 0 {
+		t.Fatal("a replica that answered UNAVAILABLE is still healthy")
+	}
+	a.setUnavailable(false)
+	resp, err = router.ListServedModels(context.Background(), &llmopsv1.ListServedModelsRequest{})
+	if err != nil {
+		t.Fatalf("%v with a back and none marked healthy", err)
+	}
+	if got := servedBy(resp); !slices.Equal(got, []string{a.address + ":"}) {
+		t.Errorf("listed %v", got)
+	}
+}
+
+func TestServedModelsKeepTheCallersDeadline(t *testing.T) {
+	a, b := startReplica(t, "a"), startReplica(t, "b")
+	_, router := routerWithoutPolls(t, a, b)
+	a.mu.Lock()
+	a.hang = true
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	started := time.Now()
+	resp, err := router.ListServedModels(ctx, &llmopsv1.ListServedModelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := servedBy(resp); !slices.Equal(got, []string{b.address + ":"}) {
+		t.Errorf("listed %v with a hanging", got)
+	}
+	if elapsed := time.Since(started); elapsed > 5*time.Second {
+		t.Errorf("took %v with a 300 ms deadline", elapsed)
+	}
+	b.mu.Lock()
+	b.hang = true
+	b.mu.Unlock()
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := router.ListServedModels(ctx, &llmopsv1.ListServedModelsRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("%v with both hanging", err)
+	}
+}
+
+func TestServedModelsThroughTheGatewayNameEachReplica(t *testing.T) {
+	a, b := startReplica(t, "a"), startReplica(t, "b")
+	url := routedGateway(t, routingAffinity, a, b)
+	onB := modelHashedTo(b, a, b)
+	if got := generate(t, url, onB); got != "b" {
+		t.Fatalf("%s, hashed to b, was served by %s", onB, got)
+	}
+	resp, body := do(t, "GET", url+"/v1/served-models", "", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var answer struct {
+		Models []struct {
+			Replica  string
+			Adapters []struct{ Model string }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &answer); err != nil {
+		t.Fatal(err)
+	}
+	if len(answer.Models) != 2 || answer.Models[0].Replica != a.address || answer.Models[1].Replica != b.address ||
+		len(answer.Models[1].Adapters) != 1 || answer.Models[1].Adapters[0].Model != onB {
+		t.Errorf("listed %s", body)
 	}
 }

@@ -69,5 +69,5 @@ func inferenceClient(ctx context.Context, cfg Config, conn *grpc.ClientConn, tr 
 	state := newRouteState(cfg.InferenceBackends, cfg.InferenceRouting == routingRoundRobin)
 	pollCtx, stop := context.WithCancel(ctx)
 	pollReplicas(pollCtx, state, conns, logger)
-	return newRoutedInference(state, conns), func() { stop(); closeAll() }, nil
+	return newRoutedInference(state, conns, logger), func() { stop(); closeAll() }, nil
 }

@@ -150,14 +150,28 @@ func (s *routeState) healthyCount() int {
 	return n
 }
 
-// firstHealthy is the first healthy replica in list order, or the first at all.
-func (s *routeState) firstHealthy() int {
+// healthyReplicas lists the indexes of the healthy replicas, in list order.
+func (s *routeState) healthyReplicas() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var healthy []int
 	for i, r := range s.replicas {
 		if r.healthy {
-			return i
+			healthy = append(healthy, i)
 		}
 	}
-	return 0
+	return healthy
+}
+
+// markUnavailable records that replica i answered UNAVAILABLE outside a routed request: it is
+// skipped until a poll finds it serving again.
+func (s *routeState) markUnavailable(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replicas[i].healthy = false
+}
+
+// addr is replica i's backend address as configured (fixed at startup).
+func (s *routeState) addr(i int) string {
+	return s.replicas[i].addr
 }

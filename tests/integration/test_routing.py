@@ -1,7 +1,7 @@
 """Adapter-affinity routing through the real gateway binary (`-inference-backends`) over two real
 Inference replicas that share one registry database: every request for an adapter lands on the
-one replica that holds it, answers equal a direct call's, and a replica that stops is routed
-around."""
+one replica that holds it, answers equal a direct call's, a replica that stops is routed
+around, and the gateway's served models list every replica's bases, each naming its replica."""
 
 from __future__ import annotations
 
@@ -146,13 +146,42 @@ def test_each_adapter_is_served_by_one_replica_with_direct_answers(routed: Route
     assert len({text for texts in answers.values() for text in texts}) == ADAPTERS
 
 
+def served_through_gateway(http: httpx.Client) -> list[dict[str, Any]]:
+    """The bases `GET /v1/served-models` lists through the routing gateway."""
+    listed = http.get("/v1/served-models")
+    assert listed.status_code == 200, listed.text
+    bases: list[dict[str, Any]] = listed.json()["models"]
+    return bases
+
+
+def test_served_models_list_each_replicas_bases_with_its_address(routed: Routed) -> None:
+    # Each replica loads the base directly first, so both list it whichever way the adapters go.
+    for replica in routed.replicas:
+        direct_answer(replica, "tiny")
+    with httpx.Client(base_url=routed.url, timeout=60) as http:
+        for name in routed.adapter_ids:
+            generate(http, name)
+        bases = served_through_gateway(http)
+    held = [served_adapters(replica) for replica in routed.replicas]
+    # One base per replica, in the gateway's -inference-backends order, named by that address.
+    assert [base["replica"] for base in bases] == [r.address for r in routed.replicas]
+    assert len({base["model"] for base in bases}) == 1
+    # Each base's adapters are where the gateway routed them (the replica's own list).
+    for base, ids in zip(bases, held, strict=True):
+        assert {adapter["model"] for adapter in base.get("adapters", [])} == ids
+    assert held[0] | held[1] == set(routed.adapter_ids.values())
+
+
 def test_a_stopped_replica_is_routed_around(routed: Routed) -> None:
     with httpx.Client(base_url=routed.url, timeout=60) as http:
         before = {name: generate(http, name)["text"] for name in routed.adapter_ids}
         held = [served_adapters(replica) for replica in routed.replicas]
         routed.replicas[1].stop()
         after = {name: generate(http, name)["text"] for name in routed.adapter_ids}
+        # The served models leave the stopped replica out rather than fail.
+        listed = {base["replica"] for base in served_through_gateway(http)}
     assert after == before
+    assert listed == {routed.replicas[0].address}
     # Everything is on the remaining replica now.
     assert set(routed.adapter_ids.values()) <= served_adapters(routed.replicas[0])
     assert held[0] | held[1] == set(routed.adapter_ids.values())

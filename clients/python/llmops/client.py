@@ -740,7 +740,9 @@ class Inference:
         self, *, timeout: float | None = None
     ) -> inference_service_pb2.ListServedModelsResponse:
         """What the engine has loaded: each base with its adapters (least recently used
-        first) and its running and queued requests."""
+        first) and its running and queued requests. This asks the one server the channel reaches
+        (`replica` empty); the REST gateway's `GET /v1/served-models`, routing over several
+        replicas, lists every replica's bases, each with its `replica`."""
         request = inference_service_pb2.ListServedModelsRequest()
         return self._t.unary(self._stub.ListServedModels, request, timeout)
 

@@ -401,6 +401,7 @@ class ServedBase(_message.Message):
     RUNNING_REQUESTS_FIELD_NUMBER: _builtins.int
     QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The base's model id."""
     running_requests: _builtins.int
@@ -409,6 +410,12 @@ class ServedBase(_message.Message):
     """Requests waiting to join it."""
     engine: _builtins.str
     """The engine serving it (`hf` or `vllm`)."""
+    replica: _builtins.str
+    """The Inference replica that holds it: its backend address as the gateway's
+    `-inference-backends` lists it. Set only by a gateway that routes to several replicas
+    (the same base may then be listed once per replica); empty when one server answers
+    directly.
+    """
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedAdapter]:
         """Its attached adapters, least recently used first (the next to be evicted)."""
@@ -421,10 +428,11 @@ class ServedBase(_message.Message):
         running_requests: _builtins.int = ...,
         queued_requests: _builtins.int = ...,
         engine: _builtins.str = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "engine", b"engine", "model", b"model", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "engine", b"engine", "model", b"model", "queued_requests", b"queued_requests", "replica", b"replica", "running_requests", b"running_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -439,7 +447,10 @@ class ListServedModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     engine: _builtins.str
-    """The engine that serves a base no setting names (`hf` or `vllm`); each base says its own."""
+    """The engine that serves a base no setting names (`hf` or `vllm`); each base says its own.
+    Through a gateway that routes to several replicas, the first answering replica's (in
+    `-inference-backends` order); replicas are expected to be configured alike.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServedBase]:
         """The loaded bases; empty until the first request loads one."""

@@ -74,7 +74,9 @@ class InferenceServiceServicer:
 
     def ListServedModels(self, request, context):
         """Lists what the engine has loaded: each base model, its attached adapters (least recently
-        used first) and its running and queued requests.
+        used first) and its running and queued requests. Through a gateway that routes Inference
+        over several replicas, the bases of every healthy replica that answered, each naming its
+        replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

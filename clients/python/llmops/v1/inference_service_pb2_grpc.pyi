@@ -41,7 +41,9 @@ class InferenceServiceStub:
     """Generates a completion, streaming text as it is produced."""
     ListServedModels: _grpc.UnaryUnaryMultiCallable[_inference_service_pb2.ListServedModelsRequest, _inference_service_pb2.ListServedModelsResponse]
     """Lists what the engine has loaded: each base model, its attached adapters (least recently
-    used first) and its running and queued requests.
+    used first) and its running and queued requests. Through a gateway that routes Inference
+    over several replicas, the bases of every healthy replica that answered, each naming its
+    replica.
     """
 
 @_typing.type_check_only
@@ -57,7 +59,9 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """Generates a completion, streaming text as it is produced."""
     ListServedModels: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.ListServedModelsRequest, _inference_service_pb2.ListServedModelsResponse]  # type: ignore[assignment]
     """Lists what the engine has loaded: each base model, its attached adapters (least recently
-    used first) and its running and queued requests.
+    used first) and its running and queued requests. Through a gateway that routes Inference
+    over several replicas, the bases of every healthy replica that answered, each naming its
+    replica.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -88,7 +92,9 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_service_pb2.ListServedModelsResponse, _abc.Awaitable[_inference_service_pb2.ListServedModelsResponse]]:
         """Lists what the engine has loaded: each base model, its attached adapters (least recently
-        used first) and its running and queued requests.
+        used first) and its running and queued requests. Through a gateway that routes Inference
+        over several replicas, the bases of every healthy replica that answered, each naming its
+        replica.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -793,7 +793,12 @@ type ServedBase struct {
 	// Requests waiting to join it.
 	QueuedRequests int32 `protobuf:"varint,4,opt,name=queued_requests,json=queuedRequests,proto3" json:"queued_requests,omitempty"`
 	// The engine serving it (`hf` or `vllm`).
-	Engine        string `protobuf:"bytes,5,opt,name=engine,proto3" json:"engine,omitempty"`
+	Engine string `protobuf:"bytes,5,opt,name=engine,proto3" json:"engine,omitempty"`
+	// The Inference replica that holds it: its backend address as the gateway's
+	// `-inference-backends` lists it. Set only by a gateway that routes to several replicas
+	// (the same base may then be listed once per replica); empty when one server answers
+	// directly.
+	Replica       string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -863,12 +868,21 @@ func (x *ServedBase) GetEngine() string {
 	return ""
 }
 
+func (x *ServedBase) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
 // Response of ListServedModels.
 type ListServedModelsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The loaded bases; empty until the first request loads one.
 	Models []*ServedBase `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
 	// The engine that serves a base no setting names (`hf` or `vllm`); each base says its own.
+	// Through a gateway that routes to several replicas, the first answering replica's (in
+	// `-inference-backends` order); replicas are expected to be configured alike.
 	Engine        string `protobuf:"bytes,2,opt,name=engine,proto3" json:"engine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -972,14 +986,15 @@ const file_llmops_v1_inference_service_proto_rawDesc = "" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12'\n" +
-	"\x0factive_requests\x18\x03 \x01(\x05R\x0eactiveRequests\"\xc4\x01\n" +
+	"\x0factive_requests\x18\x03 \x01(\x05R\x0eactiveRequests\"\xde\x01\n" +
 	"\n" +
 	"ServedBase\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x124\n" +
 	"\badapters\x18\x02 \x03(\v2\x18.llmops.v1.ServedAdapterR\badapters\x12)\n" +
 	"\x10running_requests\x18\x03 \x01(\x05R\x0frunningRequests\x12'\n" +
 	"\x0fqueued_requests\x18\x04 \x01(\x05R\x0equeuedRequests\x12\x16\n" +
-	"\x06engine\x18\x05 \x01(\tR\x06engine\"a\n" +
+	"\x06engine\x18\x05 \x01(\tR\x06engine\x12\x18\n" +
+	"\areplica\x18\x06 \x01(\tR\areplica\"a\n" +
 	"\x18ListServedModelsResponse\x12-\n" +
 	"\x06models\x18\x01 \x03(\v2\x15.llmops.v1.ServedBaseR\x06models\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine*_\n" +

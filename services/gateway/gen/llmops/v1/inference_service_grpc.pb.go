@@ -36,7 +36,9 @@ type InferenceServiceClient interface {
 	// Generates a completion, streaming text as it is produced.
 	StreamGenerate(ctx context.Context, in *StreamGenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamGenerateResponse], error)
 	// Lists what the engine has loaded: each base model, its attached adapters (least recently
-	// used first) and its running and queued requests.
+	// used first) and its running and queued requests. Through a gateway that routes Inference
+	// over several replicas, the bases of every healthy replica that answered, each naming its
+	// replica.
 	ListServedModels(ctx context.Context, in *ListServedModelsRequest, opts ...grpc.CallOption) (*ListServedModelsResponse, error)
 }
 
@@ -99,7 +101,9 @@ type InferenceServiceServer interface {
 	// Generates a completion, streaming text as it is produced.
 	StreamGenerate(*StreamGenerateRequest, grpc.ServerStreamingServer[StreamGenerateResponse]) error
 	// Lists what the engine has loaded: each base model, its attached adapters (least recently
-	// used first) and its running and queued requests.
+	// used first) and its running and queued requests. Through a gateway that routes Inference
+	// over several replicas, the bases of every healthy replica that answered, each naming its
+	// replica.
 	ListServedModels(context.Context, *ListServedModelsRequest) (*ListServedModelsResponse, error)
 	mustEmbedUnimplementedInferenceServiceServer()
 }
