@@ -2,19 +2,31 @@
 `600/minute;20/second`, the `limits` library's notation, as Flask-Limiter and SlowAPI write it):
 a key over its limit is refused with RESOURCE_EXHAUSTED and a retry hint for when its window
 frees a place (HTTP 429 with Retry-After through the gateway). Calls without a key (auth off)
-share one limit. Counted in this process, with a moving window: each Inference replica limits on
-its own."""
+share one limit.
+
+Counted with a moving window in the platform's Redis (`LLMOPS_REDIS_URL`) when the process has
+one, so that every Inference replica draws on one allowance per key; in the process otherwise
+(an Inference process started alone with no Redis). If Redis cannot be reached, generation is
+let through and a warning logged: a broken limiter must not stop serving (the choice Envoy's
+rate-limit filter makes by default)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
 from llmops_services.errors import ResourceExhausted
+
+log = logging.getLogger("llmops.inference")
+
+KEY_PREFIX = "llmops:rate-limit"
+"""Where the counters live in Redis, beside the job queue's keys."""
 
 
 def parse_limits(text: str) -> list[RateLimitItem]:
@@ -22,23 +34,49 @@ def parse_limits(text: str) -> list[RateLimitItem]:
     return list(parse_many(text)) if text.strip() else []
 
 
+def _storage(redis_url: str) -> Storage:
+    if not redis_url:
+        return MemoryStorage()
+    # limits' scheme for redis-py's `unix://` URLs is `async+redis+unix://`
+    scheme, _, rest = redis_url.partition("://")
+    uri = f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}"
+    return RedisStorage(uri, implementation="redispy", wrap_exceptions=True, key_prefix=KEY_PREFIX)
+
+
 class KeyRateLimiter:
     """Admits or refuses each generation of a key against every configured limit."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, redis_url: str = "") -> None:
         self.items = parse_limits(text)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.shared = bool(redis_url)
+        self._limiter = MovingWindowRateLimiter(
+            _storage(redis_url) if self.items else MemoryStorage()
+        )
 
-    def admit(self, key_id: str) -> None:
+    async def admit(self, key_id: str) -> None:
         """Counts one generation for `key_id`, or raises ResourceExhausted if a limit is full
-        (nothing is counted then)."""
-        for item in self.items:
-            if not self._limiter.test(item, key_id):
-                wait = max(self._limiter.get_window_stats(item, key_id).reset_time - time.time(), 0)
-                raise ResourceExhausted(
-                    f"rate limit of {item} reached for key {key_id}; retry in "
-                    f"{math.ceil(wait * 10) / 10:g} s",
-                    retry_after=max(wait, 0.1),
-                )
-        for item in self.items:
-            self._limiter.hit(item, key_id)
+        (then nothing is counted, unless another replica took the last place between the check
+        and the count)."""
+        if not self.items:
+            return
+        try:
+            for item in self.items:
+                if not await self._limiter.test(item, key_id):
+                    await self._refuse(item, key_id)
+            for item in self.items:
+                if not await self._limiter.hit(item, key_id):
+                    await self._refuse(item, key_id)
+        except StorageError as error:
+            log.warning(
+                "rate limits not checked: their store is unreachable",
+                extra={"error": str(error.storage_error)},
+            )
+
+    async def _refuse(self, item: RateLimitItem, key_id: str) -> None:
+        stats = await self._limiter.get_window_stats(item, key_id)
+        wait = max(stats.reset_time - time.time(), 0)
+        raise ResourceExhausted(
+            f"rate limit of {item} reached for key {key_id}; retry in "
+            f"{math.ceil(wait * 10) / 10:g} s",
+            retry_after=max(wait, 0.1),
+        )

@@ -173,11 +173,12 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
             engine = make_engine(platform.settings)
         self.engine = engine
-        self.limits = KeyRateLimiter(platform.settings.inference_rate_limit)
+        settings = platform.settings
+        self.limits = KeyRateLimiter(settings.inference_rate_limit, settings.redis_url)
 
     async def _plan(self, request: pb.GenerateRequest, prefix: str) -> _Plan:
         started = time.perf_counter()
-        self.limits.admit(current_principal().key_id)
+        await self.limits.admit(current_principal().key_id)
         settings = self.platform.settings
         generation = requests.check_sampling(request.sampling, settings, prefix)
         chat = requests.chat_of(request, prefix)
