@@ -31,7 +31,6 @@ import argparse
 import http.client
 import json
 import os
-import selectors
 import signal
 import statistics
 import subprocess
@@ -43,7 +42,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 import grpc
@@ -52,6 +50,9 @@ from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
 from llmops.v1 import registry_service_pb2 as rpb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log, percentile, read_line, stop
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = REPO / ".bin" / "llmops-gateway"
 MODEL = "bench-tiny"
@@ -59,29 +60,6 @@ PROMPT = "The cat sat on the mat. Summarize:"
 TARGET = 1.5  # gateway latency <= 1.5x direct (the issue's target)
 OPERATIONS = ("GetModel", "Generate")
 PATHS = ("direct", "gateway")
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass
@@ -115,35 +93,6 @@ class Row:
 
 
 # Processes
-
-
-def read_line(process: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    """The first stdout line of `process` that contains `prefix`, waiting at most `timeout`."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(left):
-                break
-            line = process.stdout.readline()
-            if not line:
-                fail(f"it exited ({process.wait()}) before printing a {prefix.strip()!r} line")
-            if prefix in line:
-                return line
-    fail(f"it printed no {prefix.strip()!r} line within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @contextmanager

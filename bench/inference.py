@@ -57,7 +57,6 @@ import json
 import multiprocessing
 import os
 import platform
-import selectors
 import signal
 import statistics
 import subprocess
@@ -73,7 +72,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -81,6 +80,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
 from llmops.v1 import registry_service_pb2 as rpb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log, percentile, read_line, stop
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_FILE = REPO / "config" / "datasets" / "demo-eval.test.jsonl"
@@ -93,18 +95,6 @@ BATCHING_TARGETS = {8: 3.0, 64: 10.0}
 MIXED_TARGET = 0.8
 CEILING_TARGET = 0.7
 VLLM_TARGET = 2.0
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -157,17 +147,6 @@ class Row:
     vs_one_at_a_time: float
     vs_padded: float | None
     runs: list[float] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def prompts_of(count: int) -> list[str]:
@@ -338,35 +317,6 @@ class Server:
     log_path: Path
     base_id: str = ""
     adapter_ids: list[str] = field(default_factory=list)
-
-
-def read_line(process: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    """The first stdout line of `process` that starts with `prefix`, waiting at most `timeout`."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(left):
-                break
-            line = process.stdout.readline()
-            if not line:
-                fail(f"it exited with code {process.wait()} before printing a {prefix!r} line")
-            if line.startswith(prefix):
-                return line
-    fail(f"it printed no {prefix.strip()!r} line within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @contextmanager

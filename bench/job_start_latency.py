@@ -59,7 +59,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import arq
 import grpc
@@ -73,6 +73,9 @@ from llmops.v1 import jobs_pb2
 from llmops_services.jobs.queue import JOB_QUEUE, arq_job_id
 from llmops_services.settings import Settings
 from llmops_workers.worker import worker_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_QUEUE = "bench:noop"
@@ -89,21 +92,11 @@ BUILD_TINY = (
     "import sys; from pathlib import Path; from llmops_workers.tiny import build_tiny_model; "
     "build_tiny_model(Path(sys.argv[1]), pretrain_steps=2)"
 )
+
+
 RUNNING = jobs_pb2.JOB_STATE_RUNNING
 TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
 STATE_CHANGED = jobs_pb2.JOB_EVENT_TYPE_STATE_CHANGED
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- the baseline: a bare arq worker ------------------------------------------------------------

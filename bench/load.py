@@ -51,18 +51,11 @@ import llmops
 from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, jobs_pb2
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # bench/ is not a package: share the inference bench's helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import percentile, read_line, stop
+from bench.inference import ADAPTERS, build_models, register, start_servers
 
-from bench.inference import (  # noqa: E402
-    ADAPTERS,
-    build_models,
-    percentile,
-    read_line,
-    register,
-    start_servers,
-    stop,
-)
+REPO = Path(__file__).resolve().parents[1]
 
 HEALTH_TARGET_MS = 100.0
 CANCEL_SHARE = 0.2

@@ -19,23 +19,24 @@ import argparse
 import json
 import os
 import platform
-import selectors
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from llmops.v1 import registry_service_pb2, registry_service_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log, read_line
 
 REPO = Path(__file__).resolve().parents[1]
 PROTO = "protos/llmops/v1/registry_service.proto"
@@ -130,14 +131,6 @@ class Row:
     qps_runs: list[float]
 
 
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
 def find_ghz(given: str) -> str:
     """The ghz binary: --ghz, $GHZ, PATH, or ~/go/bin, in that order."""
     candidates = [given, os.environ.get("GHZ", ""), shutil.which("ghz") or ""]
@@ -167,10 +160,6 @@ def ghz_version(ghz: str) -> str:
     return (out.stdout or out.stderr).strip()
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -189,27 +178,6 @@ def parse_duration(text: str) -> float:
 
 def pinned(cpu: str | None, command: Sequence[str]) -> list[str]:
     return ["taskset", "-c", cpu, *command] if cpu is not None else list(command)
-
-
-def read_line(process: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    """The first stdout line of `process` that starts with `prefix`, waiting at most `timeout`."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(left):
-                break
-            line = process.stdout.readline()
-            if not line:
-                try:
-                    code = process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    fail(f"it closed its stdout before printing a {prefix.strip()!r} line")
-                fail(f"it exited with code {code} before printing a {prefix.strip()!r} line")
-            if line.startswith(prefix):
-                return line
-    fail(f"it printed no {prefix.strip()!r} line within {timeout:.0f} s")
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
@@ -57,35 +57,15 @@ from llmops.v1 import inference_service_pb2 as ipb
 from llmops.v1 import inference_service_pb2_grpc, registry_service_pb2_grpc
 from llmops.v1 import registry_service_pb2 as rpb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log, percentile, stop
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = REPO / ".bin" / "llmops-gateway"
 PROMPT = "The cat sat on the mat. Summarize:"
 MODES = ("affinity", "round-robin")
 PEFT_NOTICE = "`is_gradient_checkpointing` is deprecated"
 MAX_RETRIES = 20  # refusals (429) of one request before it counts as failed
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass
@@ -197,16 +177,6 @@ def read_lines(
     return found
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def spawn(
     stack: ExitStack, name: str, command: list[str], env: dict[str, str], workdir: Path
 ) -> subprocess.Popen[str]:
@@ -223,7 +193,7 @@ def spawn(
             text=True,
             start_new_session=True,
         )
-    stack.callback(stop, process)
+    stack.callback(stop, process, close_stdout=False)  # the reader thread owns stdout
     return process
 
 

@@ -71,7 +71,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+from bench._common import BenchError, fail, log
 
 if TYPE_CHECKING:
     import llmops
@@ -256,18 +259,6 @@ PHASES = (
     SAVE,
     EXIT,
 )
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message instead of a traceback."""
-
-
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---- the plain TRL script (runs in its own process) ---------------------------------------------

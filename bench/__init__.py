@@ -1,0 +1,1 @@
+"""The benchmarks (`python bench/NAME.py`); `_common` holds what they share."""
