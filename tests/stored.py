@@ -12,33 +12,38 @@ from llmops_services.context import open_store
 from llmops_services.settings import Settings
 from tests.backend import store_settings_for_tests
 
+Where = Path | Settings
+"""A test server's settings, or its data dir when it has the backend's store (`make_settings`)."""
 
-def store_of(data_dir: Path) -> ArtifactStore:
-    """The store of the test servers on `data_dir`, with their cache (`<data dir>/cache`)."""
-    values: dict[str, Any] = {"data_dir": data_dir, **store_settings_for_tests(data_dir)}
+
+def store_of(where: Where) -> ArtifactStore:
+    """The store of a test server, with its cache."""
+    if isinstance(where, Settings):
+        return open_store(where)
+    values: dict[str, Any] = {"data_dir": where, **store_settings_for_tests(where)}
     return open_store(Settings(**values))
 
 
-def is_stored(data_dir: Path, uri: str) -> bool:
+def is_stored(where: Where, uri: str) -> bool:
     """Whether the store holds the artifact (asked of the store, not of a cached copy)."""
-    store = store_of(data_dir)
+    store = store_of(where)
     return store.exists(store.key_of(uri))
 
 
-def local_copy(data_dir: Path, uri: str) -> Path:
+def local_copy(where: Where, uri: str) -> Path:
     """A local path of the artifact: in the store's directory, or downloaded to the cache."""
-    return store_of(data_dir).local_path(uri)
+    return store_of(where).local_path(uri)
 
 
-def put_tree(data_dir: Path, source: Path, key: str) -> str:
+def put_tree(where: Where, source: Path, key: str) -> str:
     """Copies a local directory into the store under `key`, as a worker publishes one."""
-    store = store_of(data_dir)
+    store = store_of(where)
     shutil.copytree(source, store.workspace(key))
     return store.publish(key)
 
 
-def stored_keys(data_dir: Path) -> list[str]:
+def stored_keys(where: Where) -> list[str]:
     """Every file's key in the store."""
-    store = store_of(data_dir)
+    store = store_of(where)
     found = store.fs.find(store.root) if store.fs.exists(store.root) else []
     return sorted(str(path)[len(store.root) + 1 :] for path in found)
