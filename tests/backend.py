@@ -1,6 +1,7 @@
-"""Which metadata database the tests' servers use: `LLMOPS_TEST_BACKEND=sqlite` (the default: a
-SQLite file in each test's data dir) or `postgres` (a fresh database per server, on one private
-PostgreSQL server started on first need for the whole test session; `make test-scale`)."""
+"""Which metadata database and artifact store the tests' servers use: `LLMOPS_TEST_BACKEND=sqlite`
+(the default: a SQLite file and a store directory in each test's data dir) or `postgres` (a fresh
+database per data dir, on one private PostgreSQL server, and a bucket per data dir, on one moto
+S3 server, both started on first need for the whole test session; `make test-scale`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from tests.postgres import PrivatePostgres
+from tests.s3 import PrivateS3
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -64,3 +66,30 @@ def database_url_for_tests(data_dir: Path) -> str:
     if key not in _DATABASES:
         _DATABASES[key] = fresh_database_url()
     return _DATABASES[key]
+
+
+@cache
+def s3_server() -> PrivateS3:
+    """The session's S3 (moto) server, started on first need."""
+    server = PrivateS3().start()
+    atexit.register(server.stop)
+    return server
+
+
+_STORES: dict[Path, dict[str, str]] = {}
+
+
+def store_settings_for_tests(data_dir: Path) -> dict[str, str]:
+    """The artifact store settings a test server on `data_dir` gets: none (a directory in the
+    data dir), or with the postgres backend an S3 bucket of that data dir's own (its cache stays
+    the default, `<data dir>/cache`, shared by the server and its workers)."""
+    if test_backend() != "postgres":
+        return {}
+    key = data_dir.resolve()
+    if key not in _STORES:
+        server = s3_server()
+        _STORES[key] = {
+            "artifacts_url": f"s3://{server.new_bucket()}/store",
+            "s3_endpoint_url": server.endpoint_url,
+        }
+    return _STORES[key]

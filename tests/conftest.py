@@ -16,14 +16,17 @@ import pytest
 from llmops.v1 import registry_service_pb2_grpc
 from llmops_services.app import Addresses, PlatformProcess
 from llmops_services.settings import Settings
-from tests.backend import database_url_for_tests
+from tests.backend import database_url_for_tests, store_settings_for_tests
 from tests.tiny_models import TinyModels, build_tiny_models
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test server: free ports, no key cache, a short grace period, and the
-    database of `LLMOPS_TEST_BACKEND` (tests/backend.py) unless the test names one."""
+    database and artifact store of `LLMOPS_TEST_BACKEND` (tests/backend.py) unless the test
+    names them."""
+    store = {} if "artifacts_url" in overrides else store_settings_for_tests(data_dir)
     values: dict[str, Any] = {
+        **store,
         "database_url": overrides.get("database_url") or database_url_for_tests(data_dir),
         "data_dir": data_dir,
         "grpc_port": 0,

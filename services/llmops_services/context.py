@@ -30,9 +30,17 @@ class Platform:
         db.migrate()
         if settings.webhook_urls:
             outbox.install(db, settings.webhook_urls)
-        store = ArtifactStore(settings.resolved_artifacts_url)
-        return cls(settings=settings, db=db, store=store)
+        return cls(settings=settings, db=db, store=open_store(settings))
 
     def close(self) -> None:
         """Releases database connections."""
         self.db.close()
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    """The artifact store the settings name, with its cache and endpoint."""
+    return ArtifactStore(
+        settings.resolved_artifacts_url,
+        cache_dir=settings.resolved_artifact_cache_dir,
+        endpoint_url=settings.s3_endpoint_url,
+    )

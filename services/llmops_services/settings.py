@@ -30,7 +30,20 @@ class Settings(BaseSettings):
     )
     artifacts_url: str = Field(
         "",
-        description="Artifact store directory or fsspec URL; empty means <data_dir>/store.",
+        description="Artifact store: a directory, or an object store URL such as "
+        "s3://bucket/prefix; empty means <data_dir>/store.",
+    )
+    artifact_cache_dir: Path | None = Field(
+        None,
+        description="Where a remote artifact store's artifacts are downloaded to and built "
+        "before upload (Hugging Face, PEFT and vLLM load from local paths); empty means "
+        "<data_dir>/cache. Never evicted: size it for the models this machine loads.",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="Endpoint of an s3:// artifact store that is not AWS (MinIO, another "
+        "provider); empty uses botocore's own (AWS, or AWS_ENDPOINT_URL_S3). Credentials come "
+        "from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the other places botocore looks.",
     )
     redis_url: str = Field("", description="Redis for the job queues; empty starts a private one.")
     otlp_endpoint: str = Field(
@@ -317,3 +330,9 @@ class Settings(BaseSettings):
         if self.artifacts_url:
             return self.artifacts_url
         return str((self.data_dir / "store").resolve())
+
+    @cached_property
+    def resolved_artifact_cache_dir(self) -> Path:
+        """The local cache of a remote artifact store, defaulting to a directory in the data
+        dir."""
+        return (self.artifact_cache_dir or self.data_dir / "cache").resolve()

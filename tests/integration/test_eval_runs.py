@@ -17,6 +17,7 @@ from llmops.v1 import jobs_pb2
 from tests.conftest import ServerThread, make_settings
 from tests.integration.test_cli_commands import cli, rows
 from tests.integration.workers import ROOT, TERMINAL, Workers, until
+from tests.stored import local_copy
 
 GENERATION = pb.GenerationConfig(max_new_tokens=8, batch_size=8)
 
@@ -39,7 +40,7 @@ def stack(data_dir: Path) -> Iterator[ServerThread]:
 
 
 def _store_path(stack: ServerThread, uri: str) -> Path:
-    return stack.settings.data_dir / "store" / uri.removeprefix("store://")
+    return local_copy(stack.settings.data_dir, uri)
 
 
 def _wait(client: llmops.Client, run_id: str) -> pb.EvalRun:

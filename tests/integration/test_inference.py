@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     make_base_model_dir,
 )
 from tests.integration.served_models import Reference, make_lora_adapters, plain_generate
+from tests.stored import put_tree
 from tests.tiny_models import TinyModels
 
 if TYPE_CHECKING:
@@ -460,9 +461,8 @@ async def test_an_adapter_in_use_is_never_evicted(serve: Callable[..., Any]) -> 
 async def test_a_model_in_the_artifact_store_is_served_from_it(
     stack: Stack, adapters: list[Path]
 ) -> None:
-    settings = stack.server.settings
     key = "models/stored-adapter"
-    shutil.copytree(adapters[0], Path(settings.resolved_artifacts_url) / key)
+    put_tree(stack.server.settings.data_dir, adapters[0], key)
     stored = await stack.registry.CreateModel(
         pb.CreateModelRequest(
             model=pb.Model(

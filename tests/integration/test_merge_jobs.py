@@ -16,6 +16,7 @@ from llmops.v1 import registry_service_pb2 as registry_pb
 from tests.conftest import ServerThread, make_settings
 from tests.integration.test_cli_commands import cli
 from tests.integration.workers import Workers
+from tests.stored import local_copy
 from tests.tiny_models import TinyModels
 
 PROMPTS = [
@@ -98,7 +99,7 @@ def test_a_merged_adapter_is_registered_with_lineage_and_answers_as_the_adapter_
         assert merged.origin.base_model == base.id
         assert merged.origin.merge_job == job.id
         assert merged.architecture == "LlamaForCausalLM" and merged.size_bytes > 0
-        files = stack.settings.data_dir / "store" / merged.uri.removeprefix("store://")
+        files = local_copy(stack.settings.data_dir, merged.uri)
         names = {path.name for path in files.iterdir()}
         assert "model.safetensors" in names and "config.json" in names
         assert "adapter_config.json" not in names  # a plain model, nothing of PEFT left

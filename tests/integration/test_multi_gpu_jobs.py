@@ -19,6 +19,7 @@ from llmops.cli.main import app
 from llmops.v1 import jobs_pb2
 from tests.conftest import ServerThread
 from tests.integration.workers import FAST, TERMINAL, Workers, until
+from tests.stored import local_copy
 
 ON_CPU = {"LLMOPS_WORKER_DISTRIBUTED_ON_CPU": "1"}
 
@@ -39,7 +40,7 @@ def _rank_processes(data_dir: Path) -> list[int]:
 
 
 def _local(stack: ServerThread, uri: str) -> Path:
-    return stack.settings.data_dir / "store" / uri.removeprefix("store://")
+    return local_copy(stack.settings.data_dir, uri)
 
 
 def _probed(redis_url: str) -> bool:

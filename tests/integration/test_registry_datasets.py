@@ -25,6 +25,7 @@ from tests.integration.helpers import (
     upload,
     upload_requests,
 )
+from tests.stored import is_stored, local_copy, stored_keys
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 SEEDED = {
@@ -96,11 +97,6 @@ def spool_files(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "spool").glob("**/*"))
 
 
-def store_file(data_dir: Path, uri: str) -> Path:
-    assert uri.startswith("store://")
-    return data_dir / "store" / uri.removeprefix("store://")
-
-
 def dataset_count(server: ServerThread) -> int:
     return db_of(server).run_sync(lambda s: s.scalar(select(func.count(DatasetRow.id))) or 0)
 
@@ -142,7 +138,7 @@ async def test_upload_in_chunks_records_stats(
     assert dataset.approx_tokens > 0
     assert dict(dataset.task_counts) == tasks
     assert dataset.create_time.seconds > 0
-    assert store_file(data_dir, dataset.uri).read_bytes() == data
+    assert local_copy(data_dir, dataset.uri).read_bytes() == data
     assert spool_files(data_dir) == []
 
     fetched = await registry.GetDataset(pb.GetDatasetRequest(dataset=dataset.id))
@@ -190,13 +186,13 @@ async def test_the_same_bytes_as_another_kind_is_a_new_dataset(
     assert as_eval.dataset.kind == pb.DATASET_KIND_EVAL
     # The bytes are stored once and outlive the deletion of one of the two datasets.
     assert as_eval.dataset.uri == as_sft.dataset.uri
-    stored = store_file(data_dir, as_sft.dataset.uri)
+    stored = as_sft.dataset.uri
     await registry.DeleteDataset(pb.DeleteDatasetRequest(dataset=as_sft.dataset.id))
-    assert stored.is_file()
+    assert is_stored(data_dir, stored)
     fetched = await registry.GetDataset(pb.GetDatasetRequest(dataset=as_eval.dataset.id))
     assert fetched == as_eval.dataset
     await registry.DeleteDataset(pb.DeleteDatasetRequest(dataset=as_eval.dataset.id))
-    assert not stored.exists()
+    assert not is_stored(data_dir, stored)
 
 
 async def test_a_different_file_under_a_taken_name_already_exists(
@@ -220,7 +216,7 @@ async def test_a_different_file_under_a_taken_name_already_exists(
     assert spool_files(data_dir) == []
     for refused in (PREFERENCE, SFT_PAIRS):
         digest = hashlib.sha256(refused).hexdigest()
-        assert list((data_dir / "store").glob(f"**/{digest}*")) == []
+        assert [key for key in stored_keys(data_dir) if digest in key] == []
 
 
 # Refusals of the rows
@@ -559,14 +555,13 @@ async def test_list_newest_first_paged_and_filtered(registry: Registry) -> None:
 
 async def test_delete_then_get_is_not_found(registry: Registry, data_dir: Path) -> None:
     created = (await upload(registry, EVAL, pb.DATASET_KIND_EVAL, name="gone")).dataset
-    stored = store_file(data_dir, created.uri)
-    assert stored.is_file()
+    assert is_stored(data_dir, created.uri)
     await registry.DeleteDataset(pb.DeleteDatasetRequest(dataset="gone"))
     for ref in (created.id, "gone"):
         await expect_error(
             registry.GetDataset(pb.GetDatasetRequest(dataset=ref)), grpc.StatusCode.NOT_FOUND
         )
-    assert not stored.exists()
+    assert not is_stored(data_dir, created.uri)
     listed = await registry.ListDatasets(pb.ListDatasetsRequest())
     assert created.id not in {d.id for d in listed.datasets}
     details = await expect_error(

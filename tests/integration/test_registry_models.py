@@ -4,7 +4,6 @@ and registry data surviving a restart."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import grpc
@@ -27,6 +26,7 @@ from tests.integration.helpers import (
     set_job_state,
     upload,
 )
+from tests.stored import is_stored, put_tree
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -658,35 +658,33 @@ async def test_rollback_to_a_deleted_model_is_refused(registry: Registry, tmp_pa
 async def test_delete_keeps_store_files_another_model_uses(
     registry: Registry, data_dir: Path, tmp_path: Path
 ) -> None:
-    stored = data_dir / "store" / "models" / "tiny"
-    shutil.copytree(make_base_model_dir(tmp_path), stored)
+    put_tree(data_dir, make_base_model_dir(tmp_path), "models/tiny")
     v1 = await registry.CreateModel(base_model("tiny", "store://models/tiny"))
     v2 = await registry.CreateModel(base_model("tiny", "store://models/tiny"))
     assert v1.uri == v2.uri == "store://models/tiny"
     assert v1.architecture == "LlamaForCausalLM"
     await registry.DeleteModel(pb.DeleteModelRequest(model=v1.id))
-    assert (stored / "model.safetensors").is_file()
+    assert is_stored(data_dir, "store://models/tiny/model.safetensors")
     await registry.DeleteModel(pb.DeleteModelRequest(model=v2.id))
-    assert not stored.exists()
+    assert not is_stored(data_dir, "store://models/tiny")
 
 
 async def test_delete_keeps_store_files_nested_in_or_around_another_model(
     registry: Registry, data_dir: Path, tmp_path: Path
 ) -> None:
-    jobs = data_dir / "store" / "jobs"
-    outer, inner, sibling = jobs / "ftjob_1", jobs / "ftjob_1" / "ckpt-10", jobs / "ftjobx1" / "m"
-    for where in (outer, inner, sibling):
-        shutil.copytree(make_base_model_dir(tmp_path, where.name), where)
+    outer, inner, sibling = "jobs/ftjob_1", "jobs/ftjob_1/ckpt-10", "jobs/ftjobx1/m"
+    for key in (outer, inner, sibling):
+        put_tree(data_dir, make_base_model_dir(tmp_path / key, key.rsplit("/", 1)[-1]), key)
     final = await registry.CreateModel(base_model("final", "store://jobs/ftjob_1"))
     checkpoint = await registry.CreateModel(base_model("ckpt", "store://jobs/ftjob_1/ckpt-10"))
     # `_` is a LIKE wildcard: `ftjobx1/m` must not count as inside `ftjob_1`.
     await registry.CreateModel(base_model("sibling", "store://jobs/ftjobx1/m"))
 
     await registry.DeleteModel(pb.DeleteModelRequest(model=checkpoint.id))
-    assert (inner / "model.safetensors").is_file()
+    assert is_stored(data_dir, f"store://{inner}/model.safetensors")
     await registry.DeleteModel(pb.DeleteModelRequest(model=final.id))
-    assert not outer.exists()
-    assert (sibling / "model.safetensors").is_file()
+    assert not is_stored(data_dir, f"store://{outer}")
+    assert is_stored(data_dir, f"store://{sibling}/model.safetensors")
 
 
 # Lineage

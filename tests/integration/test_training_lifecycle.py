@@ -13,9 +13,9 @@ import llmops
 from llmops.v1 import eval_service_pb2
 from llmops.v1 import jobs_pb2 as jobs
 from llmops.v1 import registry_service_pb2 as registry_pb
-from llmops_services.artifacts import ArtifactStore
 from tests.conftest import ServerThread, make_settings
 from tests.integration.workers import FAST, ROOT, TERMINAL, Workers, until
+from tests.stored import local_copy
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -126,7 +126,7 @@ def test_a_checkpoint_is_registered_and_evaluated_with_validation_loss(
         assert model.origin.training_job == job.id and model.origin.checkpoint_step == 3
         assert model.origin.base_model == client.models.get("tiny").id
         assert model.metrics["eval_loss"] == pytest.approx(evaluated[3])
-        model_dir = ArtifactStore(stack.settings.resolved_artifacts_url).local_path(model.uri)
+        model_dir = local_copy(stack.settings.data_dir, model.uri)
         names = {p.name for p in model_dir.iterdir()}
         assert "adapter_config.json" in names and "adapter_model.safetensors" in names
         assert not {n for n in names if n.endswith((".pt", ".pth", ".bin"))}, names

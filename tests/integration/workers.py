@@ -39,11 +39,16 @@ class Workers:
     ) -> None:
         """Workers of `server`'s stack, or of the stack on `redis_url`, `data_dir` and
         `database_url` (empty: SQLite in the data dir) of services processes of a test's own."""
+        store: dict[str, str] = {}
         if server is not None:
             redis_url, data_dir = server.settings.redis_url, server.settings.data_dir
             database_url = server.settings.database_url
+            if server.settings.artifacts_url:  # the services' store, if not the data dir's
+                store["LLMOPS_ARTIFACTS_URL"] = server.settings.artifacts_url
+                store["LLMOPS_S3_ENDPOINT_URL"] = server.settings.s3_endpoint_url
         assert redis_url and data_dir is not None
         self.env = {**os.environ, "LLMOPS_REDIS_URL": redis_url, "LLMOPS_JOB_LEASE_SECONDS": "8"}
+        self.env.update(store)
         if database_url:  # the services' PostgreSQL
             self.env["LLMOPS_DATABASE_URL"] = database_url
         self.redis_url = redis_url

@@ -5,7 +5,6 @@ attempt, as for training). Gates are judged by the Eval service when asked, not 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,7 +16,14 @@ from llmops_workers import telemetry
 from llmops_workers.evaluation.spec import EvalResult, EvalSpec
 from llmops_workers.messages import Error, HandedBack, LeaseLost, Result
 from llmops_workers.registry_link import RegistryLink
-from llmops_workers.runner import INPUT_ERRORS, Attempt, end_with_error, observe_end, supervise
+from llmops_workers.runner import (
+    INPUT_ERRORS,
+    Attempt,
+    end_with_error,
+    observe_end,
+    publish,
+    supervise,
+)
 
 log = logging.getLogger("llmops.worker")
 
@@ -30,8 +36,11 @@ def _metrics(result: EvalResult) -> dict[str, dict[str, float]]:
     }
 
 
-def finish_eval(platform: Platform, attempt: Attempt, outcome: Result | Error, output: Path) -> str:
-    """Ends the attempt: record the metrics and report, cancel, fail or queue the next attempt."""
+def finish_eval(
+    platform: Platform, attempt: Attempt, outcome: Result | Error, report_uri: str = ""
+) -> str:
+    """Ends the attempt: record the metrics and report (published at `report_uri`), cancel,
+    fail or queue the next attempt."""
 
     def work(session: Session) -> str:
         job = leases.fenced_job(session, attempt.job_id, attempt.attempt, attempt.owner)
@@ -48,7 +57,7 @@ def finish_eval(platform: Platform, attempt: Attempt, outcome: Result | Error, o
             return "cancelled"
         job.metrics = _metrics(result)
         job.step = job.total_steps = result.examples
-        job.report_uri = platform.store.uri(str(output.relative_to(platform.store.root)))
+        job.report_uri = report_uri
         states.move(session, job, "SUCCEEDED", f"evaluated {result.examples} examples")
         observe_end(job)
         return "succeeded"
@@ -66,16 +75,16 @@ async def eval_attempt(
     exiting: list[Any],
 ) -> str:
     """The body of an eval attempt (see `runner.run_attempt`)."""
-    output = Path(platform.store.path(f"evals/{job.id}/attempt-{job.attempt}"))
+    output = platform.store.workspace(f"evals/{job.id}/attempt-{job.attempt}")
     try:
         with telemetry.phase("resolve_inputs"):
             inputs = await registry.eval_inputs(job)
     except INPUT_ERRORS as error:
         failed = Error("input", f"an input of the run: {error}")
-        return finish_eval(platform, this, failed, output)
+        return finish_eval(platform, this, failed)
     except Exception as error:
         log.exception("could not resolve the inputs of %s", job.id)
-        return finish_eval(platform, this, Error("internal", f"resolving: {error}"), output)
+        return finish_eval(platform, this, Error("internal", f"resolving: {error}"))
     settings = job.resolved_hyperparameters
     generation = settings.get("generation", {})
     spec = EvalSpec(
@@ -97,4 +106,11 @@ async def eval_attempt(
         outcome = await supervise(platform, this, spec, exiting)
     if isinstance(outcome, LeaseLost | HandedBack):
         return outcome.ended
-    return finish_eval(platform, this, outcome, output)
+    if isinstance(outcome, Error) or outcome.result.status != "completed":
+        return finish_eval(platform, this, outcome)
+    try:
+        report_uri = await publish(platform, this, output)
+    except Exception as error:
+        log.exception("could not upload the report of %s", job.id)
+        return finish_eval(platform, this, Error("internal", f"uploading the report: {error}"))
+    return finish_eval(platform, this, outcome, report_uri)

@@ -23,14 +23,22 @@ from llmops_workers import telemetry
 from llmops_workers.merge_job import MergeResult, MergeSpec
 from llmops_workers.messages import Error, HandedBack, LeaseLost, Result
 from llmops_workers.registry_link import RegistryLink
-from llmops_workers.runner import INPUT_ERRORS, Attempt, end_with_error, observe_end, supervise
+from llmops_workers.runner import (
+    INPUT_ERRORS,
+    Attempt,
+    end_with_error,
+    observe_end,
+    publish,
+    supervise,
+)
 
 log = logging.getLogger("llmops.worker")
 
 
 def output_dir(platform: Platform, job: JobRow) -> Path:
-    """Where the job's merged model is written in the store."""
-    return Path(platform.store.path(f"models/merged/{job.id}"))
+    """Where the job's merged model is written (in the store, or the workspace of a remote one
+    until published)."""
+    return platform.store.workspace(f"models/merged/{job.id}")
 
 
 def finish_merge(
@@ -111,7 +119,8 @@ async def merge_attempt(
         return finish_merge(platform, this, outcome)
     try:
         with telemetry.phase("register"):
-            model = await registry.register_merged(job, result.model_dir, inputs.adapter)
+            uri = await publish(platform, this, result.model_dir)
+            model = await registry.register_merged(job, uri, inputs.adapter)
     except INPUT_ERRORS as error:
         return finish_merge(platform, this, Error("input", f"registering the model: {error}"))
     except Exception as error:

@@ -117,13 +117,14 @@ class RegistryLink:
         if self._key_id:
             auth.revoke_key(self.platform.db, self._key_id)
 
-    def _local(self, uri: str) -> Path:
+    async def _local(self, uri: str) -> Path:
+        """A local path for an input (downloaded off the event loop from a remote store)."""
         if uri.startswith("store://"):
-            return self.platform.store.local_path(uri)
+            return await asyncio.to_thread(self.platform.store.local_path, uri)
         return Path(uri)
 
     async def _model_dir(self, model_id: str) -> Path:
-        return self._local((await self.client.models.get(model_id)).uri)
+        return await self._local((await self.client.models.get(model_id)).uri)
 
     async def _template(self, job: JobRow) -> str | None:
         if not job.template_id:
@@ -137,7 +138,7 @@ class RegistryLink:
         validation = None
         if job.validation_dataset_id:
             checked = await self.client.datasets.get(job.validation_dataset_id)
-            validation = self._local(checked.uri)
+            validation = await self._local(checked.uri)
         template = await self._template(job)
         teacher_dir = teacher_adapter = None
         teacher_trusted = False
@@ -145,15 +146,15 @@ class RegistryLink:
             teacher = await self.client.models.get(job.teacher_model_id)
             teacher_trusted = teacher.trust_remote_code  # an adapter's is its base's
             if teacher.kind == registry_pb.MODEL_KIND_ADAPTER:
-                teacher_adapter = self._local(teacher.uri)
+                teacher_adapter = await self._local(teacher.uri)
                 teacher_dir = await self._model_dir(teacher.origin.base_model)
             else:
-                teacher_dir = self._local(teacher.uri)
+                teacher_dir = await self._local(teacher.uri)
         parent = await self._model_dir(job.parent_model_id) if job.parent_model_id else None
         base = await self.client.models.get(job.model_id)
         return Inputs(
-            base_model_dir=self._local(base.uri),
-            train_file=self._local(dataset.uri),
+            base_model_dir=await self._local(base.uri),
+            train_file=await self._local(dataset.uri),
             dataset_sha256=dataset.sha256,
             validation_file=validation,
             template=template,
@@ -168,7 +169,7 @@ class RegistryLink:
         """Resolves an eval run's model (an adapter resolves to its base plus itself)."""
         model = await self.client.models.get(job.model_id)
         adapter = None
-        model_dir = self._local(model.uri)
+        model_dir = await self._local(model.uri)
         if model.kind == registry_pb.MODEL_KIND_ADAPTER:
             adapter = model_dir
             model_dir = await self._model_dir(model.origin.base_model)
@@ -176,13 +177,14 @@ class RegistryLink:
         template = await self._template(job)
         # an adapter's trust_remote_code is its base's (the registry copies it)
         return EvalInputs(
-            model_dir, adapter, self._local(dataset.uri), template, model.trust_remote_code
+            model_dir, adapter, await self._local(dataset.uri), template, model.trust_remote_code
         )
 
     async def register(
-        self, job: JobRow, produced: Path, adapter: bool, metrics: dict[str, float], sha256: str
+        self, job: JobRow, uri: str, adapter: bool, metrics: dict[str, float], sha256: str
     ) -> registry_pb.Model:
-        """Registers what the job produced, once per job whatever the attempt (idempotent)."""
+        """Registers what the job produced (published at `uri`), once per job whatever the
+        attempt (idempotent)."""
         hyperparameters = struct_pb2.Struct()
         hyperparameters.update(dict(job.resolved_hyperparameters))
         origin = registry_pb.ModelOrigin(
@@ -198,10 +200,9 @@ class RegistryLink:
             teacher_model=job.teacher_model_id,
             parent_model=job.parent_model_id,
         )
-        key = str(produced.relative_to(self.platform.store.root))
         return await self.client.models.create(
             job.output_name,
-            self.platform.store.uri(key),
+            uri,
             kind="adapter" if adapter else "merged",
             description=f"{job.method} {'adapter' if adapter else 'model'} trained by {job.id}",
             origin=origin,
@@ -216,27 +217,26 @@ class RegistryLink:
             raise ValueError(f"{adapter.id} is not an adapter")
         base_dir = await self._model_dir(adapter.origin.base_model)
         trusted = adapter.trust_remote_code  # its base's
-        return MergeInputs(adapter, self._local(adapter.uri), base_dir, trusted)
+        return MergeInputs(adapter, await self._local(adapter.uri), base_dir, trusted)
 
     async def register_merged(
-        self, job: JobRow, produced: Path, adapter: registry_pb.Model
+        self, job: JobRow, uri: str, adapter: registry_pb.Model
     ) -> registry_pb.Model:
-        """Registers a merge job's model, once per job whatever the attempt (idempotent): its
-        parent is the adapter, its base the adapter's base, and the rest of the adapter's
-        lineage (dataset, method, hyperparameters, training job, template) is carried over, so
-        the merged model answers where it came from without a hop through the adapter."""
+        """Registers a merge job's model (published at `uri`), once per job whatever the attempt
+        (idempotent): its parent is the adapter, its base the adapter's base, and the rest of the
+        adapter's lineage (dataset, method, hyperparameters, training job, template) is carried
+        over, so the merged model answers where it came from without a hop through the adapter."""
         origin = registry_pb.ModelOrigin()
         origin.CopyFrom(adapter.origin)
         origin.parent_model = adapter.id
         origin.merge_job = job.id
         origin.attempt = job.attempt
-        key = str(produced.relative_to(self.platform.store.root))
         description = str(job.resolved_hyperparameters.get("description", "")) or (
             f"{adapter.name} v{adapter.version} merged into its base by {job.id}"
         )
         return await self.client.models.create(
             job.output_name,
-            self.platform.store.uri(key),
+            uri,
             kind="merged",
             description=description,
             origin=origin,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.orm import Session
@@ -63,6 +63,7 @@ ERROR_CODES: dict[ErrorCause, grpc.StatusCode] = {
 }
 
 log = logging.getLogger("llmops.worker")
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,11 +80,11 @@ def build_spec(
     platform: Platform, job: JobRow, inputs: Inputs, resume: Path | None, threads: int
 ) -> TrainingSpec:
     """The engine's input: the resolved paths, this attempt's output directory, the values."""
-    output = platform.store.path(f"jobs/{job.id}/attempt-{job.attempt}")
+    output = platform.store.workspace(f"jobs/{job.id}/attempt-{job.attempt}")
     return TrainingSpec(
         method=job.method,  # type: ignore[arg-type]
         base_model_dir=inputs.base_model_dir,
-        output_dir=Path(output),
+        output_dir=output,
         train_file=inputs.train_file,
         validation_file=inputs.validation_file,
         template=inputs.template,
@@ -103,9 +104,37 @@ def build_spec(
 
 
 def last_checkpoint(platform: Platform, job_id: str) -> Path | None:
-    """Where the newest complete checkpoint of the job is, if any."""
+    """Where the newest complete checkpoint of the job is, if any (downloaded from a remote
+    store: the attempt that wrote it may have run on another machine)."""
     done = platform.db.run_sync(lambda s: checkpoints_of(s, job_id))
     return platform.store.local_path(done[-1].uri) if done else None
+
+
+def _beat_every(platform: Platform) -> float:
+    # at least every second: the heartbeat is also how a cancel reaches the child, and a user
+    # who cancels should not wait a quarter of the lease for it (one row update per second)
+    return min(max(platform.settings.job_lease_seconds / 4, 0.2), 1.0)
+
+
+async def holding_lease(platform: Platform, attempt: Attempt, work: Awaitable[T]) -> T:
+    """Awaits `work` (an upload, a download) while renewing the attempt's lease, so that a
+    slow transfer of a large model does not let the job be taken over as if its worker died.
+    A lease lost meanwhile shows in the fenced writes that follow."""
+    task = asyncio.ensure_future(work)
+    supervisor = Supervisor(platform, attempt)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=_beat_every(platform))
+        if done:
+            return task.result()
+        supervisor.heartbeat()
+
+
+async def publish(platform: Platform, attempt: Attempt, produced: Path) -> str:
+    """Uploads what an attempt produced in its workspace to the store (nothing to do on a local
+    store) and returns its URI: before the URI is registered anywhere, so that every other
+    machine can read what it names."""
+    key = platform.store.key_of_local(produced)
+    return await holding_lease(platform, attempt, asyncio.to_thread(platform.store.publish, key))
 
 
 class Supervisor:
@@ -117,6 +146,7 @@ class Supervisor:
         self.settings = platform.settings
         self._step = 0
         self._tokens = 0.0
+        self._publishing: asyncio.Future[None] | None = None
 
     def _fenced(self, work: Any) -> Any:
         """Runs `work(session, job)` only while this attempt owns the job; None otherwise."""
@@ -145,11 +175,29 @@ class Supervisor:
             self._fenced(log_step)
             self._count(step, metrics)
         else:
-            path = Path(message.path).relative_to(self.platform.store.root)
-            uri = self.platform.store.uri(str(path))
-            self._fenced(
-                lambda s, job: record_checkpoint(s, job, message.step, uri, message.metrics)
-            )
+            previous = self._publishing
+            self._publishing = asyncio.ensure_future(self._checkpoint(message, previous))
+
+    async def _checkpoint(self, message: Checkpoint, previous: Awaitable[None] | None) -> None:
+        """Uploads a checkpoint, then records it (in step order, while the loop goes on
+        renewing the lease): a recorded checkpoint must be there for an attempt resuming the job
+        on another machine. One that could not be uploaded is not recorded; resume takes the one
+        before."""
+        if previous is not None:
+            await previous
+        store = self.platform.store
+        try:
+            key = store.key_of_local(Path(message.path))
+            uri = await asyncio.to_thread(store.publish, key)
+        except Exception:
+            log.exception("could not upload the checkpoint of step %d", message.step)
+            return
+        self._fenced(lambda s, job: record_checkpoint(s, job, message.step, uri, message.metrics))
+
+    async def published(self) -> None:
+        """Waits for the checkpoints reported so far to be uploaded and recorded."""
+        if self._publishing is not None:
+            await holding_lease(self.platform, self.attempt, self._publishing)
 
     def _count(self, step: int, metrics: dict[str, float]) -> None:
         """Feeds the worker's Prometheus metrics from a training log."""
@@ -263,9 +311,7 @@ async def supervise(
     # waits for its fork server to finish importing the ML stack (seconds), longer than a lease
     starting = asyncio.ensure_future(asyncio.to_thread(child.start))
     supervisor = Supervisor(platform, attempt)
-    # at least every second: the heartbeat is also how a cancel reaches the child, and a user
-    # who cancels should not wait a quarter of the lease for it (one row update per second)
-    beat_every = min(max(platform.settings.job_lease_seconds / 4, 0.2), 1.0)
+    beat_every = _beat_every(platform)
     next_beat = 0.0
     outcome: Outcome | None = None
     handing_back = False
@@ -305,6 +351,7 @@ async def supervise(
             else:
                 supervisor.on_message(message)
     finally:
+        await supervisor.published()
         await asyncio.wait({starting})
         if starting.exception() is None:  # otherwise there is no process to stop
             if isinstance(outcome, Result):
@@ -442,7 +489,9 @@ async def training_attempt(
     except Exception as error:
         log.exception("could not resolve the inputs of %s", job.id)
         return finish(platform, this, Error("internal", f"resolving inputs: {error}"))
-    resume = last_checkpoint(platform, job.id)
+    resume = await holding_lease(
+        platform, this, asyncio.to_thread(last_checkpoint, platform, job.id)
+    )
     spec = build_spec(platform, job, inputs, resume, threads)
     if resume is not None:
         message = f"attempt {this.attempt} resumes from {resume.name}"
@@ -463,8 +512,9 @@ async def training_attempt(
     metrics = {k: float(v) for k, v in result.metrics.items()}
     try:
         with telemetry.phase("register"):
+            uri = await publish(platform, this, produced)
             model = await registry.register(
-                job, produced, result.adapter_dir is not None, metrics, inputs.dataset_sha256
+                job, uri, result.adapter_dir is not None, metrics, inputs.dataset_sha256
             )
     except INPUT_ERRORS as error:
         return finish(platform, this, Error("input", f"registering the model: {error}"))

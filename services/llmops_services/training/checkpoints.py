@@ -8,8 +8,6 @@ directory of their own and the rest stays with the job.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy.orm import Session
 
 from llmops_services.artifacts import ArtifactStore, safe_key
@@ -42,9 +40,10 @@ def model_key(job_id: str, step: int) -> str:
     return safe_key("models", "checkpoints", job_id, f"step-{step}")
 
 
-def copy_model_files(source: Path, store: ArtifactStore, key: str) -> None:
-    """Copies the publishable files of a checkpoint under `key` (weights can be gigabytes: the
-    caller runs this outside any transaction and off the event loop)."""
+def copy_model_files(source_uri: str, store: ArtifactStore, key: str) -> None:
+    """Copies the publishable files of the checkpoint at `source_uri` under `key` (weights can
+    be gigabytes: the caller runs this outside any transaction and off the event loop)."""
+    source = store.local_path(source_uri)
     for path in sorted(source.iterdir()):
         if path.is_file() and path.suffix in _KEPT_SUFFIXES and path.name not in _JOB_STATE_FILES:
             store.put_file(path, f"{key}/{path.name}")

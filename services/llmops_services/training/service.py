@@ -253,7 +253,8 @@ class TrainingService(pb_grpc.TrainingServiceServicer):
         if model is not None:
             return model
         key = checkpoints.model_key(request.id, request.step)
-        await asyncio.to_thread(checkpoints.copy_model_files, store.local_path(source), store, key)
+        # a remote store's checkpoint is downloaded first (off the event loop: it can be large)
+        await asyncio.to_thread(checkpoints.copy_model_files, source, store, key)
 
         def work(session: Session) -> registry_pb.Model:
             job = get_job(session, request.id, KIND, for_update=True)

@@ -52,14 +52,33 @@ def test_content_is_stored_once_and_read_back(tmp_path: Path) -> None:
     assert not store.exists(store.key_of(uri))
 
 
-def test_an_fsspec_store_works_without_local_paths(tmp_path: Path) -> None:
-    store = ArtifactStore(f"memory://llmops-{uuid.uuid4().hex}")
+def test_an_fsspec_store_gives_local_paths_through_its_cache(tmp_path: Path) -> None:
+    store = ArtifactStore(f"memory://llmops-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
     source = tmp_path / "blob.bin"
     source.write_bytes(b"weights")
     uri, _ = store.put_content_addressed(source, "blobs")
     with store.open(uri) as handle:
         assert handle.read() == b"weights"
-    with pytest.raises(UnsafeKey, match="local artifact store"):
-        store.local_path(uri)
+    local = store.local_path(uri)
+    assert local.read_bytes() == b"weights" and local.is_relative_to(tmp_path / "cache")
     store.delete(uri)
     assert not store.exists(store.key_of(uri))
+
+
+def test_a_remote_store_needs_a_cache_dir() -> None:
+    with pytest.raises(ValueError, match="cache directory"):
+        ArtifactStore(f"memory://llmops-{uuid.uuid4().hex}")
+
+
+def test_a_local_store_publishes_in_place(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    work = store.workspace("jobs/j1/attempt-1")
+    assert work == tmp_path / "store" / "jobs" / "j1" / "attempt-1"
+    (work / "adapter").mkdir(parents=True)
+    (work / "adapter" / "a.json").write_text("{}")
+    key = store.key_of_local(work / "adapter")
+    assert key == "jobs/j1/attempt-1/adapter"
+    assert store.publish(key) == "store://jobs/j1/attempt-1/adapter"
+    assert store.local_path(store.uri(key)) == work / "adapter"
+    with pytest.raises(UnsafeKey):
+        store.key_of_local(tmp_path / "elsewhere")
