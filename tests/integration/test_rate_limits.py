@@ -78,6 +78,8 @@ async def test_replicas_sharing_a_redis_draw_on_one_allowance_per_key(tmp_path: 
         alone = KeyRateLimiter("3/minute")
         await alone.admit("key-a")
         assert first.shared and not alone.shared
+        for limiter in (first, second):
+            await limiter.close()
     finally:
         redis.stop()
 
@@ -91,4 +93,5 @@ async def test_an_unreachable_redis_lets_generation_through_with_a_warning(
     limiter = KeyRateLimiter("1/minute", url)
     for _ in range(3):
         await limiter.admit("key-a")
+    await limiter.close()
     assert "rate limits not checked: their store is unreachable" in caplog.text

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 
+import redis.asyncio
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -34,24 +35,34 @@ def parse_limits(text: str) -> list[RateLimitItem]:
     return list(parse_many(text)) if text.strip() else []
 
 
-def _storage(redis_url: str) -> Storage:
-    if not redis_url:
-        return MemoryStorage()
-    # limits' scheme for redis-py's `unix://` URLs is `async+redis+unix://`
-    scheme, _, rest = redis_url.partition("://")
-    uri = f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}"
-    return RedisStorage(uri, implementation="redispy", wrap_exceptions=True, key_prefix=KEY_PREFIX)
-
-
 class KeyRateLimiter:
     """Admits or refuses each generation of a key against every configured limit."""
 
     def __init__(self, text: str, redis_url: str = "") -> None:
         self.items = parse_limits(text)
         self.shared = bool(redis_url)
-        self._limiter = MovingWindowRateLimiter(
-            _storage(redis_url) if self.items else MemoryStorage()
-        )
+        storage: Storage = MemoryStorage()
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        if redis_url and self.items:
+            # our own pool, so that `close` can end its connections (limits' storage has no close)
+            self._pool = redis.asyncio.ConnectionPool.from_url(redis_url)
+            # limits' scheme for redis-py's `unix://` URLs is `async+redis+unix://`
+            scheme, _, rest = redis_url.partition("://")
+            uri = f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}"
+            storage = RedisStorage(
+                uri,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=KEY_PREFIX,
+                connection_pool=self._pool,  # type: ignore[arg-type]  # limits types options as scalars; its redis-py bridge takes a pool
+            )
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    async def close(self) -> None:
+        """Closes the connections to Redis, if any (the server is stopping)."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     async def admit(self, key_id: str) -> None:
         """Counts one generation for `key_id`, or raises ResourceExhausted if a limit is full

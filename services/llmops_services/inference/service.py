@@ -345,8 +345,9 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         return pb.ListServedModelsResponse(models=bases, engine=self.engine.name)
 
     async def close(self) -> None:
-        """Stops the engine (its threads and loaded models)."""
+        """Stops the engine (its threads and loaded models) and the rate limiter's connections."""
         await self.engine.close()
+        await self.limits.close()
 
     def binding(self) -> ServiceBinding:
         """How to host this servicer on a server."""
