@@ -36,7 +36,7 @@ import grpc
 from llmops.v1 import registry_service_pb2, registry_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
-from bench._common import BenchError, fail, log, read_line
+from bench._common import BenchError, fail, log, read_line, stop
 
 REPO = Path(__file__).resolve().parents[1]
 PROTO = "protos/llmops/v1/registry_service.proto"
@@ -227,18 +227,6 @@ def start_server(
         yield Server(variant, process, address, log_path, api_key)
     finally:
         stop(process)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def metadata_of(server: Server) -> tuple[tuple[str, str], ...]:
