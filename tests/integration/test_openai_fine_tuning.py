@@ -198,14 +198,15 @@ def test_a_chat_file_fine_tunes_a_model_that_answers_at_once(
 
 
 def test_list_pause_resume_and_cancel(stack: Stack, client: openai.OpenAI) -> None:
+    # 16,000 steps: neither job may finish before it is cancelled, however long the waits
     file = client.files.create(
-        file=("more.jsonl", io.BytesIO(jsonl(CHAT_ROWS[:2]))), purpose="fine-tune"
+        file=("more.jsonl", io.BytesIO(jsonl(CHAT_ROWS * 4))), purpose="fine-tune"
     )
     jobs = [
         client.fine_tuning.jobs.create(
             model="llmops-tiny",
             training_file=file.id,
-            hyperparameters={"n_epochs": 500, "batch_size": 1},
+            hyperparameters={"n_epochs": 1000, "batch_size": 1},
         )
         for _ in range(2)
     ]
